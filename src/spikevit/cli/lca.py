@@ -1,0 +1,201 @@
+"""``spikevit lca``: exemplar LCA decoder (extract, fit, encode, evaluate, add, run)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
+
+DEFAULT_CACHE = str(Path.home() / ".cache" / "spikevit" / "features")
+
+
+def _add_backbone_args(p):
+    p.add_argument("--backbone", default="pixels", help="feature extractor (see `spikevit lca backbones`)")
+    p.add_argument("--weights", default="default", help="'default' (published weights), 'none' (random) or a "
+                   "local .safetensors/.pth state dict")
+    p.add_argument("--image-size", type=int, default=None, help="override the backbone's input size")
+    p.add_argument("--cache", default=DEFAULT_CACHE, help="feature cache directory")
+    p.add_argument("--batch-size", type=int, default=64, help="images per backbone batch")
+    p.add_argument("--limit-train", type=int, default=None, help="use a seeded random subset of the train split")
+    p.add_argument("--limit-test", type=int, default=None, help="use a seeded random subset of the test split")
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+
+
+def _add_lca_args(p):
+    p.add_argument("--lam", type=float, default=2.0, help="threshold lambda")
+    p.add_argument("--tau", type=float, default=100.0, help="time constant tau (steps)")
+    p.add_argument("--steps", type=int, default=100, help="number of LCA steps K")
+    p.add_argument("--signed", action="store_true", help="signed soft threshold (default: rectified, as the "
+                   "authors' code: a = max(u - lam, 0))")
+    p.add_argument("--threshold", default="soft", choices=["soft", "hard"])
+    p.add_argument("--backend", default="auto", help="LCA backend: auto, gramian, factored, ...")
+    p.add_argument("--encode-batch", type=int, default=256, help="inputs per LCA batch")
+
+
+def _add_dict_args(p):
+    p.add_argument("--dictionary-size", type=int, default=None, help="number of exemplars M (default: all)")
+    p.add_argument("--selection", default="random", choices=["random", "balanced"])
+    p.add_argument("--seed", type=int, default=0)
+
+
+def register(sub) -> None:
+    lca = sub.add_parser("lca", help="exemplar LCA decoder (ViT-LCA / D-SELD)", formatter_class=HELP_FMT,
+                         description="Frozen backbone features as the dictionary of a one-layer LCA network; "
+                                     "sparse codes decoded to classes.")
+    cmds = lca.add_subparsers(dest="command", metavar="STEP")
+    cmds.required = True
+
+    p = cmds.add_parser("run", help="extract + fit + evaluate in one go", formatter_class=HELP_FMT)
+    add_data_args(p, "digits"); _add_backbone_args(p); _add_dict_args(p); _add_lca_args(p)
+    add_device_arg(p); add_json_arg(p, "results/lca-run.json")
+    p.add_argument("--dictionary-out", default=None, help="also save the dictionary here")
+    p.add_argument("--shallow-train-size", type=int, default=5000, help="training codes for the shallow NN "
+                   "(images outside the dictionary first, then leave-one-out coded exemplars); 0 disables it")
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = cmds.add_parser("extract", help="extract backbone features into the resumable cache", formatter_class=HELP_FMT)
+    add_data_args(p); _add_backbone_args(p); add_device_arg(p)
+    p.add_argument("--split", default="both", choices=["train", "test", "both"])
+    p.set_defaults(func=cmd_extract)
+
+    p = cmds.add_parser("fit", help="build an exemplar dictionary from cached train features", formatter_class=HELP_FMT)
+    add_data_args(p); _add_backbone_args(p); _add_dict_args(p); add_device_arg(p)
+    p.add_argument("--out", required=True, help="dictionary file (.safetensors)")
+    p.set_defaults(func=cmd_fit)
+
+    p = cmds.add_parser("evaluate", help="decode the test split with a saved dictionary", formatter_class=HELP_FMT)
+    add_data_args(p); _add_backbone_args(p); _add_lca_args(p); add_device_arg(p); add_json_arg(p, "results/lca-eval.json")
+    p.add_argument("--dictionary", required=True)
+    p.add_argument("--shallow-train-size", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = cmds.add_parser("encode", help="write sparse codes of a feature split (safetensors)", formatter_class=HELP_FMT)
+    add_data_args(p); _add_backbone_args(p); _add_lca_args(p); add_device_arg(p)
+    p.add_argument("--dictionary", required=True)
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--out", required=True, help="codes file (.safetensors, sparse COO indices + values)")
+    p.set_defaults(func=cmd_encode)
+
+    p = cmds.add_parser("add", help="add exemplars (and new classes) to a saved dictionary", formatter_class=HELP_FMT)
+    p.add_argument("--dictionary", required=True)
+    p.add_argument("--features", required=True, help="folder of extracted features to add (a cache split folder)")
+    p.add_argument("--count", type=int, default=None, help="add a seeded random subset of this many")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_add)
+
+    p = cmds.add_parser("backbones", help="list the registered backbones", formatter_class=HELP_FMT)
+    p.set_defaults(func=cmd_backbones)
+
+
+def _config(args) -> dict:
+    return {k: v for k, v in vars(args).items() if k != "func"}
+
+
+def _extract(args, split):
+    from spikevit.data.features import extract_features
+
+    limit = args.limit_train if split == "train" else args.limit_test
+    return extract_features(args.dataset, args.data_root, split, args.backbone, args.cache, weights=args.weights,
+                            batch_size=args.batch_size, limit=limit, device=args.device,
+                            num_workers=args.workers, image_size=args.image_size, download=args.download)
+
+
+def _features(args, split):
+    from spikevit.data.features import load_features
+    return load_features(_extract(args, split))
+
+
+def _lca_kwargs(args) -> dict:
+    return dict(lam=args.lam, tau=args.tau, steps=args.steps, rectify=not args.signed,
+                threshold=args.threshold, backend=args.backend)
+
+
+def cmd_extract(args):
+    splits = ["train", "test"] if args.split == "both" else [args.split]
+    for split in splits:
+        print(f"{split}: {_extract(args, split)}")
+
+
+def _dictionary_from(args, train):
+    from spikevit.lca.dictionary import Dictionary
+    return Dictionary.from_features(train.features, train.labels, args.dictionary_size, selection=args.selection,
+                                    seed=args.seed, backbone=train.backbone, dataset=args.dataset,
+                                    class_names=train.meta.get("classes", []))
+
+
+def cmd_fit(args):
+    d = _dictionary_from(args, _features(args, "train"))
+    d.save(args.out)
+    print(f"dictionary: {d.size} atoms of dimension {d.feature_dim}, {d.num_classes} classes -> {args.out}")
+
+
+def _evaluate_and_report(args, dictionary, train, test):
+    from spikevit.lca.pipeline import evaluate, write_evaluation
+
+    result = evaluate(dictionary, test, train, **_lca_kwargs(args), batch_size=args.encode_batch,
+                      device=args.device, shallow_train_size=args.shallow_train_size, seed=args.seed)
+    write_evaluation(result, args.json, command="spikevit lca " + args.command, config=_config(args),
+                     plots=not args.no_plots)
+    print(result.summary())
+
+
+def cmd_run(args):
+    train, test = _features(args, "train"), _features(args, "test")
+    d = _dictionary_from(args, train)
+    if args.dictionary_out:
+        d.save(args.dictionary_out)
+    _evaluate_and_report(args, d, train, test)
+
+
+def cmd_evaluate(args):
+    from spikevit.lca.dictionary import Dictionary
+    d = Dictionary.load(args.dictionary)
+    test = _features(args, "test")
+    d.check_features(test.features, test.backbone)
+    train = _features(args, "train") if args.shallow_train_size else None
+    _evaluate_and_report(args, d, train, test)
+
+
+def cmd_encode(args):
+    import torch
+
+    from spikevit.lca.dictionary import Dictionary
+    from spikevit.lca.encode import encode_batches
+    from spikevit.runtime import pick_device
+    from spikevit.tensorio import save_tensors
+
+    d = Dictionary.load(args.dictionary)
+    fs = _features(args, args.split)
+    d.check_features(fs.features, fs.backbone)
+    dev = pick_device(args.device)
+    parts = [out.codes.cpu().to_sparse() for _, out in encode_batches(
+        d.atoms.to(dev), fs.features, batch_size=args.encode_batch, **_lca_kwargs(args))]
+    codes = torch.cat(parts).coalesce()
+    save_tensors(args.out, {"indices": codes.indices(), "values": codes.values(), "labels": fs.labels},
+                 "lca-codes", {"shape": list(codes.shape), "dictionary": str(args.dictionary)} | _lca_kwargs(args))
+    print(f"codes {tuple(codes.shape)}, {codes.values().numel()} non-zero -> {args.out}")
+
+
+def cmd_add(args):
+    from spikevit.data.features import load_features, subset_indices
+    from spikevit.lca.dictionary import Dictionary
+
+    d = Dictionary.load(args.dictionary)
+    fs = load_features(args.features)
+    d.check_features(fs.features, fs.backbone)
+    rows = subset_indices(fs.features.shape[0], args.count, args.seed)
+    new = d.add(fs.features[rows], fs.labels[rows], fs.index[rows], class_names=fs.meta.get("classes") or None)
+    new.save(args.out)
+    print(f"dictionary: {d.size} + {rows.numel()} = {new.size} atoms, {new.num_classes} classes -> {args.out}")
+
+
+def cmd_backbones(args):
+    from spikevit.backbones import BACKBONES
+    for name, spec in sorted(BACKBONES.items()):
+        print(f"{name:20s} N={spec.feature_dim or 'pixels'}  {'offline' if spec.offline else 'download'}  "
+              f"{spec.description}")
+    print("(any timm model name also works when timm is installed)")

@@ -1,0 +1,149 @@
+"""Resumable, sharded feature extraction into a safetensors cache.
+
+Layout: ``<cache>/<dataset>/<backbone>[_<weights>]/<split>[-n<limit>]/shard-00000.safetensors``,
+each shard holding ``features`` (B, N), ``labels`` (B,) and ``index`` (B,) (row
+in the split) with backbone / dataset metadata, plus ``manifest.json``.  A
+killed run restarts at the first missing shard; finished shards are never
+recomputed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from spikevit.backbones import create_backbone
+from spikevit.data.datasets import dataset_spec, load_dataset
+from spikevit.errors import SpikevitError
+from spikevit.runtime import pick_device, progress
+from spikevit.tensorio import load_tensors, read_metadata, save_tensors
+
+KIND = "feature-shard"
+
+
+@dataclass
+class FeatureSet:
+    """Features (P, N), labels (P,), row indices (P,) and provenance metadata."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor
+    meta: dict
+
+    @property
+    def backbone(self) -> str:
+        return self.meta["backbone"]
+
+
+def _weights_tag(weights: str) -> str:
+    if weights == "default":
+        return ""
+    if weights in ("none", None):
+        return "_random"
+    return "_" + hashlib.sha1(str(Path(weights).resolve()).encode()).hexdigest()[:8]
+
+
+def feature_dir(cache: str | Path, dataset: str, backbone: str, split: str, weights: str = "default",
+                limit: int | None = None, image_size: int | None = None) -> Path:
+    tag = _weights_tag(weights) + (f"_{image_size}px" if image_size else "")
+    return Path(cache) / dataset / f"{backbone.replace('/', '_').replace(':', '_')}{tag}" / (
+        split + (f"-n{limit}" if limit else ""))
+
+
+def subset_indices(total: int, limit: int | None, seed: int = 0) -> torch.Tensor:
+    """All rows, or a seeded random ``limit`` of them (sorted)."""
+    if limit is None or limit >= total:
+        return torch.arange(total)
+    if limit <= 0:
+        raise SpikevitError(f"--limit must be positive, got {limit}")
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+
+
+def extract_features(dataset: str, data_root, split: str, backbone: str, cache: str | Path, *,
+                     weights: str = "default", batch_size: int = 64, shard_size: int = 2048,
+                     limit: int | None = None, device: str | None = None, num_workers: int = 0,
+                     image_size: int | None = None, download: bool = False, show_progress: bool = True) -> Path:
+    """Extract features of ``split`` into the cache (resuming); return the split's folder."""
+    spec = dataset_spec(dataset)
+    out = feature_dir(cache, dataset, backbone, split, weights, limit, image_size)
+    bb = create_backbone(backbone, weights, image_size=image_size, pixel_stats=(spec.mean, spec.std))
+    ds = load_dataset(dataset, data_root, split, transform=bb.transform, download=download)
+    rows = subset_indices(len(ds), limit)
+    if len(rows) == 0:
+        raise SpikevitError(f"{dataset} {split} split is empty")
+    n_shards = (len(rows) + shard_size - 1) // shard_size
+    manifest = {"dataset": dataset, "split": split, "backbone": bb.name, "weights": str(weights),
+                "rows": len(rows), "shard_size": shard_size, "shards": n_shards,
+                "classes": list(getattr(ds, "classes", [])), "image_size": image_size,
+                "rows_sha1": hashlib.sha1(rows.numpy().tobytes()).hexdigest()}
+    out.mkdir(parents=True, exist_ok=True)
+    mpath = out / "manifest.json"
+    if mpath.exists():
+        old = json.loads(mpath.read_text())
+        if any(old.get(k) != manifest[k] for k in ("rows", "shard_size", "backbone", "rows_sha1")):
+            raise SpikevitError(f"{out} holds an extraction with different settings "
+                                f"(rows/shard size/backbone); delete it or use another --cache")
+    mpath.write_text(json.dumps(manifest, indent=2))
+    todo = [i for i in range(n_shards) if not _shard_ok(out / f"shard-{i:05d}.safetensors")]
+    if not todo:
+        return out
+    dev = pick_device(device)
+    bb = bb.to(dev)
+    targets = torch.as_tensor(ds.targets)
+    bar = progress(total=sum(min(shard_size, len(rows) - i * shard_size) for i in todo),
+                   desc=f"features {dataset}/{split} {bb.name}", unit="img",
+                   **({} if show_progress else {"disable": True}))
+    for i in todo:
+        idx = rows[i * shard_size:(i + 1) * shard_size]
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, idx.tolist()), batch_size=batch_size,
+                                             num_workers=num_workers, shuffle=False)
+        feats = []
+        t0 = time.perf_counter()
+        for x, _ in loader:
+            feats.append(bb(x.to(dev, non_blocking=True)).cpu())
+            bar.update(x.shape[0])
+        f = torch.cat(feats)
+        if not torch.isfinite(f).all():
+            raise SpikevitError(f"backbone {bb.name} produced NaN/inf features for shard {i}")
+        save_tensors(out / f"shard-{i:05d}.safetensors", {"features": f, "labels": targets[idx], "index": idx},
+                     KIND, {k: manifest[k] for k in ("dataset", "split", "backbone", "weights")}
+                     | {"shard": i, "seconds": time.perf_counter() - t0, "device": str(dev)})
+    bar.close()
+    return out
+
+
+def _shard_ok(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        read_metadata(path, KIND)
+        return True
+    except SpikevitError:
+        return False
+
+
+def load_features(folder: str | Path) -> FeatureSet:
+    """Concatenate the shards of one extracted split; refuses incomplete extractions."""
+    folder = Path(folder)
+    mpath = folder / "manifest.json"
+    if not mpath.is_file():
+        raise SpikevitError(f"no extracted features in {folder} (missing manifest.json): run `spikevit lca extract`")
+    manifest = json.loads(mpath.read_text())
+    feats, labels, index, seconds = [], [], [], 0.0
+    for i in range(manifest["shards"]):
+        p = folder / f"shard-{i:05d}.safetensors"
+        if not p.is_file():
+            raise SpikevitError(f"feature extraction in {folder} is incomplete (shard {i} of {manifest['shards']} "
+                                "missing): rerun the same extract command to resume")
+        t, meta = load_tensors(p, KIND, required=("features", "labels", "index"))
+        if meta.get("backbone") != manifest["backbone"]:
+            raise SpikevitError(f"{p} comes from backbone {meta.get('backbone')!r}, not {manifest['backbone']!r}")
+        feats.append(t["features"]); labels.append(t["labels"]); index.append(t["index"])
+        seconds += float(meta.get("seconds", 0.0))
+    manifest["extract_ms_per_image"] = 1e3 * seconds / max(1, manifest["rows"])
+    manifest["folder"] = str(folder)
+    return FeatureSet(torch.cat(feats).float(), torch.cat(labels).long(), torch.cat(index).long(), manifest)

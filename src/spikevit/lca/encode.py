@@ -1,0 +1,122 @@
+"""Public LCA encoder: input validation, backend choice, batching/streaming."""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+
+from spikevit.errors import SpikevitError
+from spikevit.functional.lca import THRESHOLDS, LCATrace, lca_factored, lca_gramian
+from spikevit.runtime import progress
+
+BACKENDS: dict[str, Callable[..., LCATrace]] = {
+    "gramian": lca_gramian,
+    "factored": lca_factored,
+}
+
+
+def register_backend(name: str, fn: Callable[..., LCATrace]) -> None:
+    """Add an encoding backend (same keyword interface as ``lca_factored``)."""
+    BACKENDS[name] = fn
+
+
+def choose_backend(n: int, m: int, device: torch.device | None = None) -> str:
+    """Pick the cheapest exact backend: the Gramian only pays off when M <= N."""
+    return "gramian" if m <= n else "factored"
+
+
+def check_dictionary_inputs(dictionary, inputs, where: str = "encode") -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate (N, M) dictionary and (B, N) inputs; return float tensors on one device."""
+    if not isinstance(dictionary, torch.Tensor) or not isinstance(inputs, torch.Tensor):
+        raise SpikevitError(f"{where}: dictionary and inputs must be torch tensors, got "
+                            f"{type(dictionary).__name__} and {type(inputs).__name__}")
+    if dictionary.ndim != 2:
+        raise SpikevitError(f"{where}: dictionary must be 2-D (N features, M atoms), got shape {tuple(dictionary.shape)}")
+    if inputs.ndim != 2:
+        raise SpikevitError(f"{where}: inputs must be 2-D (B samples, N features), got shape {tuple(inputs.shape)}")
+    n, m = dictionary.shape
+    if m == 0 or n == 0:
+        raise SpikevitError(f"{where}: empty dictionary (shape {tuple(dictionary.shape)}): it needs at least one atom")
+    if inputs.shape[1] != n:
+        raise SpikevitError(f"{where}: inputs have {inputs.shape[1]} features but the dictionary atoms have {n} "
+                            "(features from a different backbone or size?)")
+    if not (dictionary.is_floating_point() and inputs.is_floating_point()):
+        raise SpikevitError(f"{where}: dictionary and inputs must be floating point tensors")
+    if not torch.isfinite(dictionary).all():
+        raise SpikevitError(f"{where}: dictionary contains NaN or inf values")
+    if not torch.isfinite(inputs).all():
+        bad = torch.nonzero(~torch.isfinite(inputs).all(1)).squeeze(1)[:5].tolist()
+        raise SpikevitError(f"{where}: inputs contain NaN or inf values (rows {bad}...)")
+    dtype = torch.promote_types(dictionary.dtype, inputs.dtype)
+    dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    return dictionary.to(dtype), inputs.to(device=dictionary.device, dtype=dtype)
+
+
+def _check_params(lam, tau, steps, threshold, backend):
+    if not (lam >= 0):
+        raise SpikevitError(f"lam must be >= 0, got {lam}")
+    if not (tau >= 1):
+        raise SpikevitError(f"tau must be >= 1 (time constant in steps), got {tau}")
+    if int(steps) != steps or steps < 0:
+        raise SpikevitError(f"steps must be a non-negative integer, got {steps}")
+    if threshold not in THRESHOLDS:
+        raise SpikevitError(f"unknown threshold {threshold!r}; choose from {THRESHOLDS}")
+    if backend != "auto" and backend not in BACKENDS:
+        raise SpikevitError(f"unknown LCA backend {backend!r}; choose from {['auto', *BACKENDS]}")
+
+
+def encode_trace(dictionary: torch.Tensor, inputs: torch.Tensor, *, lam: float = 2.0, tau: float = 100.0,
+                 steps: int = 100, rectify: bool = True, threshold: str = "soft", backend: str = "auto",
+                 exclude: torch.Tensor | None = None, trace: bool = False, **backend_kwargs) -> LCATrace:
+    """Like :func:`encode` but returns an :class:`LCATrace` (codes, u[K], optional traces)."""
+    _check_params(lam, tau, steps, threshold, backend)
+    phi, s = check_dictionary_inputs(dictionary, inputs)
+    if exclude is not None:
+        exclude = torch.as_tensor(exclude, device=phi.device, dtype=torch.long)
+        if exclude.shape != (s.shape[0],) or exclude.max() >= phi.shape[1]:
+            raise SpikevitError("exclude must hold one atom index (or -1) per input row")
+    name = choose_backend(*phi.shape, phi.device) if backend == "auto" else backend
+    return BACKENDS[name](phi, s, lam=float(lam), tau=float(tau), steps=int(steps), rectify=rectify,
+                          kind=threshold, exclude=exclude, trace=trace, **backend_kwargs)
+
+
+def encode(dictionary: torch.Tensor, inputs: torch.Tensor, *, lam: float = 2.0, tau: float = 100.0,
+           steps: int = 100, rectify: bool = True, threshold: str = "soft", backend: str = "auto",
+           exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Sparse codes a[K] of ``inputs`` (B, N) over ``dictionary`` (N, M) -> (B, M).
+
+    Runs SPEC Eq. 2 exactly: u[0] = 0, K = ``steps`` updates
+    u += (1/tau)(b - u - (G - diag G) a), a = T_lam(u); returns a[K].
+    Atoms are used as given (no renormalisation).  ``rectify=True`` (default,
+    as in the authors' code) gives a = max(u - lam, 0); ``rectify=False`` the
+    signed soft threshold; ``threshold="hard"`` keeps u where it crosses lam.
+    ``backend`` is "auto", "gramian" (dense M x M, the reference) or
+    "factored" (no M x M matrix); all agree to float32 round-off.
+    ``exclude`` (B,) optionally silences one atom per input (-1: none).
+    """
+    return encode_trace(dictionary, inputs, lam=lam, tau=tau, steps=steps, rectify=rectify,
+                        threshold=threshold, backend=backend, exclude=exclude).codes
+
+
+def encode_batches(dictionary: torch.Tensor, inputs: torch.Tensor, *, batch_size: int = 256,
+                   device: torch.device | None = None, show_progress: bool = True,
+                   exclude: torch.Tensor | None = None, **kwargs) -> Iterator[tuple[slice, LCATrace]]:
+    """Stream ``inputs`` through the encoder in batches (bounded memory).
+
+    Yields ``(rows, trace)`` per batch, ``rows`` the slice of ``inputs`` it covers.
+    Inputs may live on the CPU (or be memory-mapped); each batch is moved to
+    ``device`` (default: the dictionary's).
+    """
+    device = device or dictionary.device
+    phi = dictionary.to(device)
+    total = inputs.shape[0]
+    bar = progress(total=total, desc="LCA encode", unit="img", **({} if show_progress else {"disable": True}))
+    try:
+        for start in range(0, total, batch_size):
+            rows = slice(start, min(start + batch_size, total))
+            ex = None if exclude is None else exclude[rows].to(device)
+            out = encode_trace(phi, inputs[rows].to(device), exclude=ex, **kwargs)
+            bar.update(rows.stop - rows.start)
+            yield rows, out
+    finally:
+        bar.close()

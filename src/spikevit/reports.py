@@ -1,0 +1,95 @@
+"""One results format for every command that measures something.
+
+A result is a JSON document ``{"command", "config", "results", "tables",
+"created"}``; :func:`write_report` writes it, plus one markdown file holding
+every table (and each table as CSV), next to the requested JSON path.
+Tables are lists of row dicts with the same keys.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+import platform
+from pathlib import Path
+
+import torch
+
+
+def _jsonable(x):
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().tolist()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "item") and callable(x.item):
+        try:
+            return x.item()
+        except (ValueError, RuntimeError):
+            pass
+    return x
+
+
+def markdown_table(rows: list[dict], floatfmt: str = "{:.4g}") -> str:
+    """Render rows (dicts with the same keys) as a GitHub markdown table."""
+    if not rows:
+        return "(empty)\n"
+    keys = list(rows[0].keys())
+    for r in rows[1:]:
+        keys += [k for k in r if k not in keys]
+
+    def fmt(v):
+        if isinstance(v, float):
+            return floatfmt.format(v)
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(json_path: str | Path, command: str, config: dict, results: dict,
+                 tables: dict[str, list[dict]] | None = None, title: str | None = None,
+                 notes: str | None = None, figures: list[str] | None = None) -> Path:
+    """Write ``json_path`` (+ ``.md`` and one ``.csv`` per table beside it)."""
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    tables = tables or {}
+    doc = {
+        "command": command,
+        "config": _jsonable(config),
+        "results": _jsonable(results),
+        "tables": _jsonable(tables),
+        "figures": figures or [],
+        "environment": {"torch": torch.__version__, "python": platform.python_version(),
+                        "machine": platform.machine()},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    stem = json_path.with_suffix("")
+    md = [f"# {title or command}", "", f"Command: `{command}`", ""]
+    if notes:
+        md += [notes, ""]
+    for name, rows in tables.items():
+        md += [f"## {name}", "", markdown_table(_jsonable(rows))]
+        with open(f"{stem}.{_slug(name)}.csv", "w", newline="") as fh:
+            rows = _jsonable(rows)
+            if rows:
+                keys = list(dict.fromkeys(k for r in rows for k in r))
+                w = csv.DictWriter(fh, fieldnames=keys)
+                w.writeheader()
+                w.writerows(rows)
+    for fig in figures or []:
+        md += [f"![{Path(fig).stem}]({Path(fig).name})", ""]
+    stem.with_suffix(".md").write_text("\n".join(md))
+    return json_path
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
