@@ -1,0 +1,3 @@
+"""Spiking modules: thin stateful wrappers over :mod:`spikevit.functional`."""
+from spikevit.nn.lif import LIF
+from spikevit.nn.dtss import DTSS, DTSSLIF
