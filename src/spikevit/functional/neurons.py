@@ -86,10 +86,10 @@ def lif_multistep(x: torch.Tensor, leak: float = 0.5, vth: float = 1.0, gamma: f
     """
     require(x.dim() >= 1, "lif_multistep expects a [T, B, ...] tensor")
     require(vth > 0, f"threshold vth must be > 0, got {vth}")
-    u = torch.zeros_like(x[0]) if u0 is None else u0
+    u = x.new_zeros(x.shape[1:]) if u0 is None else u0
     outs, pots = [], []
-    for t in range(x.shape[0]):
-        o, u = lif_step(x[t], u, leak, vth, gamma, spike_fn, detach_reset)
+    for xt in x.unbind(0):  # unbind: its backward stacks, where x[t] would scatter into zeros T times
+        o, u = lif_step(xt, u, leak, vth, gamma, spike_fn, detach_reset)
         outs.append(o)
         if return_potential:
             pots.append(u)

@@ -1,0 +1,300 @@
+"""Spikformer-N-D with dynamic time-step spiking layers (DTS-SNN, Datta et al.; Spikformer, Zhou et al.).
+
+Layout (timm order): time-distributed blocks, the model class, registered variants.
+
+Every dot product (conv, linear, Q K^T V) reads spikes from a :class:`spikevit.nn.DTSSLIF` (LIF + DTSS
+gate), so only accumulates are needed after the first, encoding conv; batch norm follows each
+conv/linear, convs have no bias, there is no dropout / layer norm / softmax.  Tensors are time-first:
+images ``[B, C, H, W]`` are encoded once (the encoding conv sees the same image at every step) and
+broadcast to ``[T, B, ...]``; tokens are ``[T, B, D, N]``::
+
+    SPS:    x = BN(conv0(img))                       (encoding layer, MACs)
+            x = pool(BN(conv_i(LIF_i(x)))), i = 1..3 (pools on the last log2(patch) of the 4 stages)
+            x = x + BN(conv_rpe(LIF_rpe(x)))         -> tokens [T, B, D, N]
+    SSA:    s = LIF_in(x);  Q, K, V = LIF_q/k/v(BN(conv1x1_q/k/v(s)))
+            x = x + BN(proj(LIF_attn(Q (K^T V) * scale)))       (per head; no softmax)
+    MLP:    x = x + BN(fc2(LIF_2(BN(fc1(LIF_1(x))))))
+    head:   logits = mean_t Linear(mean_tokens LIF_head(x))
+
+Each DTSSLIF is tagged with the group of the dot product it feeds: ``sps`` (SPS convs), ``qkv`` (the
+Q/K/V projections), ``attn`` (the Q K^T V product and the projection after it), ``mlp`` (fc1, fc2) and
+``head`` (classifier).  Fixed-T Spikformer: ``dts=False`` (all ``tmax`` steps everywhere).
+
+Inference skips masked steps: in eval mode a DTSSLIF computes only its T_l kept steps, the layer it
+feeds runs its conv on those T_l steps only and fills the remaining steps with its response to zero
+input (BN(0), a per-channel constant: no multiply or accumulate), which is exactly what the masked
+training-time computation produces.  ``set_skip_masked(False)`` computes the masked form instead.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from spikevit.errors import require
+from spikevit.models.registry import register_model
+from spikevit.nn.dtss import DTSSLIF
+
+GROUPS = ("sps", "qkv", "attn", "mlp", "head")
+
+
+def _pad_steps(y: torch.Tensor, tmax: int, fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Extend ``y [T_s, B, ...]`` to ``[tmax, B, ...]`` with ``fill`` (broadcastable to one step) or zeros."""
+    missing = tmax - y.shape[0]
+    if missing == 0:
+        return y
+    shape = (missing, *y.shape[1:])
+    pad = y.new_zeros(shape) if fill is None else fill.to(y.dtype).expand(shape)
+    return torch.cat([y, pad], 0)
+
+
+class ConvBN(nn.Module):
+    """Time-distributed conv (no bias, stride 1, 'same' padding) + batch norm.
+
+    s: spikes ``[T_s, B, C, *S]`` with T_s <= tmax -> ``[tmax, B, C', *S]``; steps T_s.. get BN(0).
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, dims: int = 1):
+        super().__init__()
+        conv = nn.Conv1d if dims == 1 else nn.Conv2d
+        norm = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
+        self.conv = conv(cin, cout, kernel, stride=1, padding=kernel // 2, bias=False)
+        self.bn = norm(cout)
+        self.dims = dims
+
+    def zero_response(self) -> torch.Tensor:
+        """BN(conv(0)) = BN(0): ``[1, C', 1, ...]`` (eval mode: beta - gamma * mean / sqrt(var + eps))."""
+        z = self.bn.weight.new_zeros(1, self.bn.num_features, *([1] * self.dims))
+        return self.bn(z)
+
+    def forward(self, s: torch.Tensor, tmax: int) -> torch.Tensor:
+        steps, batch = s.shape[:2]
+        if steps == tmax:
+            return self.bn(self.conv(s.flatten(0, 1))).unflatten(0, (steps, batch))
+        require(not self.training, "masked steps are only skipped in eval mode")
+        fill = self.zero_response()
+        if steps == 0:
+            return fill.expand(tmax, batch, self.bn.num_features, *s.shape[3:]).clone()
+        y = self.bn(self.conv(s.flatten(0, 1))).unflatten(0, (steps, batch))
+        return _pad_steps(y, tmax, fill)
+
+
+class SpikeAttention(nn.Module):
+    """Spiking self-attention product without softmax: per head ``Q (K^T V) * scale``.
+
+    q, k, v: ``[T_q|T_k|T_v, B, D, N]`` spikes -> ``[tmax, B, D, N]``; steps where any of them is
+    absent (masked) are zero and are not computed.  ``(Q K^T) V`` equals ``Q (K^T V)``; the latter costs
+    2 N d^2 instead of 2 N^2 d accumulates per head.
+    """
+
+    def __init__(self, heads: int, scale: float):
+        super().__init__()
+        self.heads, self.scale = heads, scale
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tmax: int) -> torch.Tensor:
+        steps = min(q.shape[0], k.shape[0], v.shape[0])
+        _, batch, dim, n = q.shape
+
+        def heads(x):  # [steps, B, D, N] -> [steps, B, H, N, d]
+            return x[:steps].reshape(steps, batch, self.heads, dim // self.heads, n).transpose(-1, -2)
+
+        qh, kh, vh = heads(q), heads(k), heads(v)
+        out = (qh @ (kh.transpose(-1, -2) @ vh)) * self.scale
+        return _pad_steps(out.transpose(-1, -2).reshape(steps, batch, dim, n), tmax)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, scale={self.scale}"
+
+
+class _LayerFactory:
+    """Builds DTSSLIF layers with the model's shared settings."""
+
+    def __init__(self, tmax, dts, init_steps, min_steps, leak, vth, gamma, detach_reset):
+        self.kw = dict(tmax=tmax, dts=dts, init_steps=init_steps, min_steps=min_steps, leak=leak, gamma=gamma,
+                       detach_reset=detach_reset)
+        self.vth = vth
+
+    def __call__(self, group: str, vth: float | None = None) -> DTSSLIF:
+        require(group in GROUPS, f"unknown layer group {group!r}")
+        return DTSSLIF(group=group, vth=self.vth if vth is None else vth, **self.kw)
+
+
+class SPS(nn.Module):
+    """Spiking patch splitting: image ``[B, C, H, W]`` -> tokens ``[T, B, D, (H/p)(W/p)]``."""
+
+    def __init__(self, make: _LayerFactory, tmax: int, in_chans: int, dim: int, patch_size: int):
+        super().__init__()
+        require(patch_size in (1, 2, 4, 8, 16), f"patch_size must be a power of two <= 16, got {patch_size}")
+        require(dim % 8 == 0, f"embedding dim must be divisible by 8, got {dim}")
+        self.tmax = tmax
+        chans = [dim // 8, dim // 4, dim // 2, dim]
+        n_pool = int(math.log2(patch_size))
+        self.pool_after = [i >= 4 - n_pool for i in range(4)]
+        self.enc = nn.Sequential(nn.Conv2d(in_chans, chans[0], 3, padding=1, bias=False), nn.BatchNorm2d(chans[0]))
+        self.lifs = nn.ModuleList([make("sps") for _ in range(3)])
+        self.convs = nn.ModuleList([ConvBN(chans[i], chans[i + 1], 3, dims=2) for i in range(3)])
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.rpe_lif = make("sps")
+        self.rpe = ConvBN(dim, dim, 3, dims=2)
+
+    def _pool(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        if not self.pool_after[i]:
+            return x
+        return self.pool(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        x = self.enc(img)                                           # computed once, identical at every step
+        x = x.unsqueeze(0).expand(self.tmax, *x.shape)
+        x = self._pool(x, 0)
+        for i, (lif, conv) in enumerate(zip(self.lifs, self.convs)):
+            x = self._pool(conv(lif(x), self.tmax), i + 1)
+        x = x + self.rpe(self.rpe_lif(x), self.tmax)
+        return x.flatten(3)
+
+
+class SSA(nn.Module):
+    """Spiking self-attention block: ``[T, B, D, N] -> [T, B, D, N]`` (the residual branch)."""
+
+    def __init__(self, make: _LayerFactory, tmax: int, dim: int, heads: int, scale: float, attn_vth: float):
+        super().__init__()
+        require(dim % heads == 0, f"dim {dim} is not divisible by heads {heads}")
+        self.tmax = tmax
+        self.lif_in = make("qkv")
+        self.q, self.k, self.v = ConvBN(dim, dim), ConvBN(dim, dim), ConvBN(dim, dim)
+        self.q_lif, self.k_lif, self.v_lif = make("attn"), make("attn"), make("attn")
+        self.attn = SpikeAttention(heads, scale)
+        self.attn_lif = make("attn", vth=attn_vth)
+        self.proj = ConvBN(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.lif_in(x)
+        q, k, v = (lif(conv(s, self.tmax)) for conv, lif in ((self.q, self.q_lif), (self.k, self.k_lif),
+                                                            (self.v, self.v_lif)))
+        return self.proj(self.attn_lif(self.attn(q, k, v, self.tmax)), self.tmax)
+
+
+class MLP(nn.Module):
+    def __init__(self, make: _LayerFactory, tmax: int, dim: int, hidden: int):
+        super().__init__()
+        self.tmax = tmax
+        self.lif1, self.fc1 = make("mlp"), ConvBN(dim, hidden)
+        self.lif2, self.fc2 = make("mlp"), ConvBN(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.lif2(self.fc1(self.lif1(x), self.tmax)), self.tmax)
+
+
+class Block(nn.Module):
+    def __init__(self, make, tmax, dim, heads, mlp_ratio, scale, attn_vth):
+        super().__init__()
+        self.attn = SSA(make, tmax, dim, heads, scale, attn_vth)
+        self.mlp = MLP(make, tmax, dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(x)
+        return x + self.mlp(x)
+
+
+class Spikformer(nn.Module):
+    """Spikformer-``depth``-``dim``. ``forward(img [B, C, H, W]) -> logits [B, num_classes]``.
+
+    tmax: time steps (fixed T when ``dts=False``; the maximum when ``dts=True``).
+    dts / init_steps / min_steps: DTSS gates on every LIF layer, starting with ``init_steps`` kept steps
+        (default tmax / 2, the paper's best) and never fewer than ``min_steps`` (1: a layer keeps at least
+        its first step, so no layer is disconnected).
+    leak, vth, gamma, detach_reset: LIF settings (Eq. 1-2); ``attn_vth`` is the threshold of the LIF
+        after Q K^T V (0.5 in Spikformer); ``scale`` the attention scale (0.125 in Spikformer).
+    """
+
+    def __init__(self, img_size: int = 32, in_chans: int = 3, num_classes: int = 10, depth: int = 4,
+                 dim: int = 384, heads: int = 12, mlp_ratio: float = 4.0, patch_size: int = 4, tmax: int = 4,
+                 dts: bool = False, init_steps: int | None = None, min_steps: int = 1, leak: float = 0.5,
+                 vth: float = 1.0, attn_vth: float = 0.5, gamma: float = 1.0, scale: float = 0.125,
+                 detach_reset: bool = False):
+        super().__init__()
+        require(tmax >= 1, f"tmax must be >= 1, got {tmax}")
+        require(img_size % patch_size == 0, f"img_size {img_size} is not divisible by patch_size {patch_size}")
+        init_steps = max(1, tmax // 2) if init_steps is None else init_steps
+        require(0 <= init_steps <= tmax, f"init_steps must lie in [0, tmax={tmax}], got {init_steps}")
+        self.tmax, self.dts, self.num_classes = tmax, dts, num_classes
+        self.num_tokens = (img_size // patch_size) ** 2
+        make = _LayerFactory(tmax, dts, init_steps, min_steps, leak, vth, gamma, detach_reset)
+        self.sps = SPS(make, tmax, in_chans, dim, patch_size)
+        self.blocks = nn.ModuleList([Block(make, tmax, dim, heads, mlp_ratio, scale, attn_vth)
+                                     for _ in range(depth)])
+        self.head_lif = make("head")
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward_features(self, img: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W] -> [T, B, D, N]`` (residual stream after the last block)."""
+        x = self.sps(img)
+        for blk in self.blocks:
+            x = blk(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, B, D, N] -> [B, K]``: mean over steps of the classifier on token-averaged spikes.
+
+        Steps the head LIF skipped contribute the classifier's response to zero input (its bias).
+        """
+        s = self.head_lif(x).mean(-1)                                  # [T_h, B, D]
+        skipped = self.tmax - s.shape[0]
+        logits = self.head(s).sum(0) if s.shape[0] else self.head.bias.expand(x.shape[1], -1) * 0
+        return (logits + skipped * self.head.bias) / self.tmax
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(img))
+
+    # -- dynamic time steps ----------------------------------------------------------------------
+    def spiking_layers(self) -> dict[str, DTSSLIF]:
+        """Every DTSS-wrapped LIF layer by module name (forward order)."""
+        return {n: m for n, m in self.named_modules() if isinstance(m, DTSSLIF)}
+
+    def time_steps(self) -> dict[str, int]:
+        """T_l of every LIF layer."""
+        return {n: m.steps() for n, m in self.spiking_layers().items()}
+
+    def set_skip_masked(self, flag: bool) -> None:
+        for m in self.spiking_layers().values():
+            m.skip_masked = flag
+
+
+def _spikformer(depth: int, dim: int, heads: int, patch: int, size: int, kw: dict) -> Spikformer:
+    return Spikformer(**{"depth": depth, "dim": dim, "heads": heads, "img_size": size, "patch_size": patch, **kw})
+
+
+@register_model
+def spikformer_4_384(**kw) -> Spikformer:
+    """CIFAR-10/100 (32x32, 64 tokens): 4 blocks, D 384, 12 heads, MLP x4; 9.3 M parameters."""
+    return _spikformer(4, 384, 12, 4, 32, kw)
+
+
+@register_model
+def spikformer_8_384(**kw) -> Spikformer:
+    """CIFAR: 8 blocks, D 384, 12 heads."""
+    return _spikformer(8, 384, 12, 4, 32, kw)
+
+
+@register_model
+def spikformer_8_512(**kw) -> Spikformer:
+    """ImageNet (224x224, patch 16, 196 tokens): 8 blocks, D 512, 8 heads, MLP x4."""
+    return _spikformer(8, 512, 8, 16, 224, kw)
+
+
+@register_model
+def spikformer_8_768(**kw) -> Spikformer:
+    """ImageNet: 8 blocks, D 768, 12 heads."""
+    return _spikformer(8, 768, 12, 16, 224, kw)
+
+
+@register_model
+def spikformer_2_128(**kw) -> Spikformer:
+    """Small CPU model for MNIST / CIFAR studies: 2 blocks, D 128, 4 heads."""
+    return _spikformer(2, 128, 4, 4, 32, kw)
+
+
+@register_model
+def spikformer_1_64(**kw) -> Spikformer:
+    """Tiny model for tests and smoke runs: 1 block, D 64, 2 heads."""
+    return _spikformer(1, 64, 2, 4, 32, kw)
