@@ -43,8 +43,18 @@ class Backbone(nn.Module):
     def name(self) -> str:
         return self.spec.name
 
+    def to(self, *args, **kwargs):
+        """Move to a device; convolutional nets also switch to channels-last (same numbers, faster on CPU)."""
+        super().to(*args, **kwargs)
+        if self.spec.name != "pixels" and any(isinstance(m, nn.Conv2d) for m in self.net.modules()):
+            self.net.to(memory_format=torch.channels_last)
+            self._channels_last = True
+        return self
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "_channels_last", False) and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         out = self.net(x)
         if isinstance(out, (tuple, list)):  # e.g. inception aux outputs
             out = out[0]
@@ -73,8 +83,9 @@ def image_transform(size: int, resize: int | None = None, mean=IMAGENET_MEAN, st
 
 
 def pixel_transform(mean: tuple[float, ...], std: tuple[float, ...]) -> Callable:
-    """Image -> flattened pixels normalised with the dataset's mean/std."""
-    return T.Compose([T.ToTensor(), T.Normalize(mean, std), T.Lambda(lambda x: x.flatten())])
+    """Image -> flattened pixels normalised with the dataset's mean/std (greyscale when 1 channel)."""
+    mode = "L" if len(mean) == 1 else "RGB"
+    return T.Compose([T.Lambda(lambda im: im.convert(mode) if hasattr(im, "convert") else im), T.ToTensor(), T.Normalize(mean, std), T.Lambda(lambda x: x.flatten())])
 
 
 def load_state_dict_file(path: str | Path) -> dict:
@@ -99,6 +110,11 @@ def load_state_dict_file(path: str | Path) -> dict:
 
 def _load_into(net: nn.Module, path: str, name: str) -> nn.Module:
     state = load_state_dict_file(path)
+    own_shapes = {k: v.shape for k, v in net.state_dict().items()}
+    wrong = [k for k, v in state.items() if k in own_shapes and v.shape != own_shapes[k]]
+    if wrong:
+        raise SpikevitError(f"weights file {path} does not match backbone {name!r}: tensor {wrong[0]} has shape "
+                            f"{tuple(state[wrong[0]].shape)}, expected {tuple(own_shapes[wrong[0]])}")
     missing, unexpected = net.load_state_dict(state, strict=False)
     own = set(net.state_dict())
     if len(missing) > len(own) // 2:

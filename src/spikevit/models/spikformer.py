@@ -55,8 +55,9 @@ class ConvBN(nn.Module):
     s: spikes ``[T_s, B, C, *S]`` with T_s <= tmax -> ``[tmax, B, C', *S]``; steps T_s.. get BN(0).
     """
 
-    def __init__(self, cin: int, cout: int, kernel: int = 1, dims: int = 1):
+    def __init__(self, cin: int, cout: int, kernel: int = 1, dims: int = 1, group: str = ""):
         super().__init__()
+        self.group = group  # group of the LIF layer that feeds this conv
         conv = nn.Conv1d if dims == 1 else nn.Conv2d
         norm = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
         self.conv = conv(cin, cout, kernel, stride=1, padding=kernel // 2, bias=False)
@@ -103,6 +104,8 @@ class SpikeAttention(nn.Module):
         out = (qh @ (kh.transpose(-1, -2) @ vh)) * self.scale
         return _pad_steps(out.transpose(-1, -2).reshape(steps, batch, dim, n), tmax)
 
+    group = "attn"  # fed by the Q / K / V LIF layers
+
     def extra_repr(self) -> str:
         return f"heads={self.heads}, scale={self.scale}"
 
@@ -133,10 +136,10 @@ class SPS(nn.Module):
         self.pool_after = [i >= 4 - n_pool for i in range(4)]
         self.enc = nn.Sequential(nn.Conv2d(in_chans, chans[0], 3, padding=1, bias=False), nn.BatchNorm2d(chans[0]))
         self.lifs = nn.ModuleList([make("sps") for _ in range(3)])
-        self.convs = nn.ModuleList([ConvBN(chans[i], chans[i + 1], 3, dims=2) for i in range(3)])
+        self.convs = nn.ModuleList([ConvBN(chans[i], chans[i + 1], 3, dims=2, group="sps") for i in range(3)])
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
         self.rpe_lif = make("sps")
-        self.rpe = ConvBN(dim, dim, 3, dims=2)
+        self.rpe = ConvBN(dim, dim, 3, dims=2, group="sps")
 
     def _pool(self, x: torch.Tensor, i: int) -> torch.Tensor:
         if not self.pool_after[i]:
@@ -161,11 +164,11 @@ class SSA(nn.Module):
         require(dim % heads == 0, f"dim {dim} is not divisible by heads {heads}")
         self.tmax = tmax
         self.lif_in = make("qkv")
-        self.q, self.k, self.v = ConvBN(dim, dim), ConvBN(dim, dim), ConvBN(dim, dim)
+        self.q, self.k, self.v = (ConvBN(dim, dim, group="qkv") for _ in range(3))
         self.q_lif, self.k_lif, self.v_lif = make("attn"), make("attn"), make("attn")
         self.attn = SpikeAttention(heads, scale)
         self.attn_lif = make("attn", vth=attn_vth)
-        self.proj = ConvBN(dim, dim)
+        self.proj = ConvBN(dim, dim, group="attn")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.lif_in(x)
@@ -178,8 +181,8 @@ class MLP(nn.Module):
     def __init__(self, make: _LayerFactory, tmax: int, dim: int, hidden: int):
         super().__init__()
         self.tmax = tmax
-        self.lif1, self.fc1 = make("mlp"), ConvBN(dim, hidden)
-        self.lif2, self.fc2 = make("mlp"), ConvBN(hidden, dim)
+        self.lif1, self.fc1 = make("mlp"), ConvBN(dim, hidden, group="mlp")
+        self.lif2, self.fc2 = make("mlp"), ConvBN(hidden, dim, group="mlp")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.lif2(self.fc1(self.lif1(x), self.tmax)), self.tmax)
