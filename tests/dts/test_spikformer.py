@@ -58,7 +58,8 @@ def test_layer_groups_and_a_lif_before_every_dot_product():
         h.remove()
     assert len(seen) == 3 + 1 + 3 + 1 + 1 + 2 + 1
     for x in seen[:-1]:
-        assert ((x == 0) | (x == 1)).all()            # binary spikes (Vth = 1 layers)
+        values = set(torch.unique(x).tolist())       # binary spikes: {0, Vth} (Vth = 0.5 after Q K^T V)
+        assert values <= {0.0, 1.0} or values <= {0.0, 0.5}, values
     assert torch.allclose(seen[-1], seen[-1].round(), atol=1e-4)  # head: token sums of spikes
     assert all(not m.conv.bias for m in model.modules() if isinstance(m, ConvBN))
 
@@ -108,7 +109,7 @@ def test_training_path_gradients_reach_tp_from_task_and_mask_loss():
     task = torch.autograd.grad(ce, [m.dtss.tp for m in model.spiking_layers().values()], allow_unused=True)
     assert sum(float(g.abs().sum()) for g in task if g is not None) > 0
     ml = mask_loss(model, 1.0, ("qkv", "mlp"))
-    assert float(ml) == 3 * 2                          # 3 layers x 2 initial steps
+    assert float(ml.detach()) == 3 * 2                          # 3 layers x 2 initial steps
     ml.backward()
     for name, m in model.spiking_layers().items():
         g = m.dtss.tp.grad
@@ -122,8 +123,12 @@ def test_fixed_t_model_matches_spikingjelly_lif_inside():
     sj = pytest.importorskip("spikingjelly.activation_based.neuron")
     surrogate = pytest.importorskip("spikingjelly.activation_based.surrogate")
     torch.manual_seed(0)
-    ours = tiny(dts=False, tmax=3)
-    ref = tiny(dts=False, tmax=3)
+    # Eq. 1 fires on H > Vth, SpikingJelly on H >= Vth.  They differ only on exact ties, which the attention
+    # LIF meets with Spikformer's scale 0.125 and Vth 0.5 (integer counts x 0.125); a scale whose multiples
+    # never hit the threshold makes ties impossible.  SJ's surrogate is in units of H - Vth, ours of H/Vth - 1:
+    # the same function for Vth = 1, so every layer uses Vth = 1 here and outputs and gradients must agree.
+    ours = tiny(dts=False, tmax=3, scale=0.13, attn_vth=1.0)
+    ref = tiny(dts=False, tmax=3, scale=0.13, attn_vth=1.0)
     ref.load_state_dict(ours.state_dict())
 
     class SJ(nn.Module):  # SpikingJelly multi-step LIF with the paper's charge / soft reset; spikes scaled to Vth
@@ -145,8 +150,6 @@ def test_fixed_t_model_matches_spikingjelly_lif_inside():
     nn.functional.cross_entropy(out_a, y).backward()
     nn.functional.cross_entropy(out_b, y).backward()
     for (n, pa), pb in zip(ours.named_parameters(), ref.parameters()):
-        if "attn" in n:    # SJ's surrogate is in units of H - Vth; ours of H / Vth - 1: equal only for Vth = 1
-            continue
         torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-6, msg=n)
 
 
