@@ -81,10 +81,10 @@ def plot_histograms(hists: dict[str, dict], path: str | Path, max_layers: int = 
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names):
         h = hists[name]
-        centers = 0.5 * (h["edges"][1:] + h["edges"][:-1])
-        width = float(h["edges"][1] - h["edges"][0])
-        ax.bar(centers, h["first"], width=width, alpha=0.6, color="tab:orange", label="step 1")
-        ax.bar(centers, h["later"], width=width, alpha=0.5, color="tab:blue", label="steps 2..T")
+        edges = h["edges"].numpy()
+        centers, width = 0.5 * (edges[1:] + edges[:-1]), float(edges[1] - edges[0])
+        ax.bar(centers, h["first"].numpy(), width=width, alpha=0.6, color="tab:orange", label="step 1")
+        ax.bar(centers, h["later"].numpy(), width=width, alpha=0.5, color="tab:blue", label="steps 2..T")
         ax.set_title(f"{name}\n[{h['group']}] cos={h['cosine']:.3f}", fontsize=7)
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[len(names):]:
