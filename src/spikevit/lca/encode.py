@@ -1,18 +1,25 @@
 """Public LCA encoder: input validation, backend choice, batching/streaming."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Iterator
 
 import torch
 
 from spikevit.errors import SpikevitError
-from spikevit.functional.lca import THRESHOLDS, LCATrace, lca_factored, lca_gramian
+from spikevit.functional.lca import THRESHOLDS, LCATrace, lca_active, lca_factored, lca_gramian
 from spikevit.runtime import progress
 
 BACKENDS: dict[str, Callable[..., LCATrace]] = {
-    "gramian": lca_gramian,
-    "factored": lca_factored,
+    "gramian": lca_gramian,     # dense M x M Gramian every step (authors' formulation, the reference)
+    "factored": lca_factored,   # u = phi^T z + diag(G) v: one (B, N) x (N, M) product per step
+    "active": lca_active,       # event-driven: safe screening, exact work on tracked atoms only
 }
+
+# Below this many atoms the active backend's bookkeeping costs more than it saves (measured by
+# benchmarks/lca_encode.py on this 2-core CPU); on GPUs the dense product is cheap and the
+# screening's many small kernels and host syncs are not, so "factored" is used there.
+ACTIVE_MIN_ATOMS = 4096
 
 
 def register_backend(name: str, fn: Callable[..., LCATrace]) -> None:
@@ -21,8 +28,26 @@ def register_backend(name: str, fn: Callable[..., LCATrace]) -> None:
 
 
 def choose_backend(n: int, m: int, device: torch.device | None = None) -> str:
-    """Pick the cheapest exact backend: the Gramian only pays off when M <= N."""
-    return "gramian" if m <= n else "factored"
+    """Pick the cheapest exact backend for an (N, M) dictionary on ``device``.
+
+    The dense Gramian only pays off when M <= N (G is then no larger than phi);
+    on CPU the active-set backend wins from a few thousand atoms on; otherwise
+    the factored form.
+    """
+    if m <= n:
+        return "gramian"
+    dev_type = torch.device(device).type if device is not None else "cpu"
+    if dev_type == "cpu" and m >= ACTIVE_MIN_ATOMS:
+        return "active"
+    return "factored"
+
+
+def _accepts(fn: Callable, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def check_dictionary_inputs(dictionary, inputs, where: str = "encode") -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,8 +101,14 @@ def encode_trace(dictionary: torch.Tensor, inputs: torch.Tensor, *, lam: float =
         if exclude.shape != (s.shape[0],) or exclude.max() >= phi.shape[1]:
             raise SpikevitError("exclude must hold one atom index (or -1) per input row")
     name = choose_backend(*phi.shape, phi.device) if backend == "auto" else backend
-    return BACKENDS[name](phi, s, lam=float(lam), tau=float(tau), steps=int(steps), rectify=rectify,
-                          kind=threshold, exclude=exclude, trace=trace, **backend_kwargs)
+    fn = BACKENDS[name]
+    if "potentials" in backend_kwargs and not _accepts(fn, "potentials"):
+        backend_kwargs.pop("potentials")
+    unknown = [k for k in backend_kwargs if not _accepts(fn, k)]
+    if unknown:
+        raise SpikevitError(f"LCA backend {name!r} does not take option(s) {unknown}")
+    return fn(phi, s, lam=float(lam), tau=float(tau), steps=int(steps), rectify=rectify,
+              kind=threshold, exclude=exclude, trace=trace, **backend_kwargs)
 
 
 def encode(dictionary: torch.Tensor, inputs: torch.Tensor, *, lam: float = 2.0, tau: float = 100.0,
@@ -90,12 +121,13 @@ def encode(dictionary: torch.Tensor, inputs: torch.Tensor, *, lam: float = 2.0, 
     Atoms are used as given (no renormalisation).  ``rectify=True`` (default,
     as in the authors' code) gives a = max(u - lam, 0); ``rectify=False`` the
     signed soft threshold; ``threshold="hard"`` keeps u where it crosses lam.
-    ``backend`` is "auto", "gramian" (dense M x M, the reference) or
-    "factored" (no M x M matrix); all agree to float32 round-off.
+    ``backend`` is "auto", "gramian" (dense M x M, the reference),
+    "factored" (no M x M matrix) or "active" (event-driven with safe
+    screening); all agree to float32 round-off.
     ``exclude`` (B,) optionally silences one atom per input (-1: none).
     """
     return encode_trace(dictionary, inputs, lam=lam, tau=tau, steps=steps, rectify=rectify,
-                        threshold=threshold, backend=backend, exclude=exclude).codes
+                        threshold=threshold, backend=backend, exclude=exclude, potentials=False).codes
 
 
 def encode_batches(dictionary: torch.Tensor, inputs: torch.Tensor, *, batch_size: int = 256,
