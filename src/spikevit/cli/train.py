@@ -12,7 +12,7 @@ from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_jso
 
 
 def add_train_args(p: argparse.ArgumentParser, lr: float = 1e-3, batch_size: int = 128, epochs: int = 100,
-                   weight_decay: float = 0.05) -> None:
+                   weight_decay: float = 0.05, out_required: bool = True) -> None:
     """Optimisation / data flags shared by ``spikevit train`` and ``spikevit dts train``."""
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=epochs)
@@ -34,7 +34,8 @@ def add_train_args(p: argparse.ArgumentParser, lr: float = 1e-3, batch_size: int
     d.add_argument("--img-size", type=int, default=None, help="override the dataset's native image size")
     d.add_argument("--no-augment", action="store_true", help="disable training augmentation")
     o = p.add_argument_group("output")
-    o.add_argument("--out", required=True, help="run directory: checkpoints, log.json, model.safetensors")
+    o.add_argument("--out", required=out_required, default=None,
+                   help="run directory: checkpoints, log.json, model.safetensors")
     o.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a checkpoint "
                    "(it is overwritten)")
 
@@ -73,7 +74,7 @@ def register(sub) -> None:
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra constructor argument (repeatable), e.g. --model-arg depth=2")
     add_data_args(p, "cifar10")
-    add_train_args(p)
+    add_train_args(p, out_required=False)
     add_device_arg(p)
     add_json_arg(p)
     p.set_defaults(func=cmd_train)
@@ -89,6 +90,7 @@ def cmd_train(args) -> int:
         print("\n".join(list_models()))
         return 0
     require(args.model is not None, "--model is required (see --list-models)")
+    require(args.out is not None, "--out is required (the run directory)")
     config = config_from_args(args)
     model, run = build_model(args.model, args.dataset, args.img_size, parse_model_args(args.model_arg))
     run.update(data_run_info(args))
