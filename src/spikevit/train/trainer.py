@@ -212,7 +212,7 @@ def _fit(model, train_set, test_set, config, out_dir, hooks, run, resume, stop_a
             if os.environ.get("SPIKEVIT_QUIET", "0") != "1":
                 print(msg, flush=True)
     model.eval()
-    if out_dir is not None and info.is_main:
+    if out_dir is not None and info.is_main and (start_epoch < config.epochs or not (out_dir / FINAL).exists()):
         save_model(out_dir / FINAL, model, run, {"test": final, "epochs": config.epochs})
     barrier(info)
     return TrainResult(model, history, final, out_dir, start_epoch)
