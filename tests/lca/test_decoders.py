@@ -40,3 +40,20 @@ def test_shallow_decoder_learns_sparse_codes():
     acc = (dec.predict(codes[300:]) == y[300:]).float().mean()
     assert acc > 0.95
     assert torch.equal(dec.predict(codes[300:].to_sparse()), dec.predict(codes[300:]))
+
+
+def test_probes_on_separable_features():
+    from spikevit.data.features import FeatureSet
+    from spikevit.lca.baselines import knn_probe, logistic_probe
+
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(3, 8, generator=g) * 5
+    y = torch.arange(300) % 3
+    x = centers[y] + torch.randn(300, 8, generator=g)
+    tr = FeatureSet(x[:200], y[:200], torch.arange(200), {})
+    te = FeatureSet(x[200:], y[200:], torch.arange(100), {})
+    assert knn_probe(tr, te, k=5) == 100.0
+    assert logistic_probe(tr, te) == 100.0
+    # labels shuffled relative to features: probes fall to chance level
+    te_bad = FeatureSet(x[200:], y[200:][torch.randperm(100, generator=g)], torch.arange(100), {})
+    assert knn_probe(tr, te_bad, k=5) < 60.0

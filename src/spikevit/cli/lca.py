@@ -52,6 +52,8 @@ def register(sub) -> None:
     p.add_argument("--shallow-train-size", type=int, default=5000, help="training codes for the shallow NN "
                    "(images outside the dictionary first, then leave-one-out coded exemplars); 0 disables it")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--probes", action="store_true", help="also report a cosine k-NN (k=10) and a logistic-"
+                   "regression probe trained on all train features, for comparison")
     p.set_defaults(func=cmd_run)
 
     p = cmds.add_parser("extract", help="extract backbone features into the resumable cache", formatter_class=HELP_FMT)
@@ -70,6 +72,7 @@ def register(sub) -> None:
     p.add_argument("--shallow-train-size", type=int, default=5000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--probes", action="store_true", help="also report k-NN and logistic-regression probes")
     p.set_defaults(func=cmd_evaluate)
 
     p = cmds.add_parser("encode", help="write sparse codes of a feature split (safetensors)", formatter_class=HELP_FMT)
@@ -138,6 +141,12 @@ def _evaluate_and_report(args, dictionary, train, test):
 
     result = evaluate(dictionary, test, train, **_lca_kwargs(args), batch_size=args.encode_batch,
                       device=args.device, shallow_train_size=args.shallow_train_size, seed=args.seed)
+    if getattr(args, "probes", False):
+        from spikevit.lca.baselines import knn_probe, logistic_probe
+        from spikevit.runtime import pick_device
+        train = train if train is not None else _features(args, "train")
+        result.probes = {"knn_k10": knn_probe(train, test, device=pick_device(args.device)),
+                         "logistic_regression": logistic_probe(train, test, seed=args.seed)}
     write_evaluation(result, args.json, command="spikevit lca " + args.command, config=_config(args),
                      plots=not args.no_plots)
     print(result.summary())
@@ -156,7 +165,7 @@ def cmd_evaluate(args):
     d = Dictionary.load(args.dictionary)
     test = _features(args, "test")
     d.check_features(test.features, test.backbone)
-    train = _features(args, "train") if args.shallow_train_size else None
+    train = _features(args, "train") if args.shallow_train_size or args.probes else None
     _evaluate_and_report(args, d, train, test)
 
 

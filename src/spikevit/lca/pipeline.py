@@ -26,10 +26,13 @@ class Evaluation:
     workload: list                       # rows: K in {given, 10} ...
     timing_ms: dict                      # per-sample ms: feature extraction / encoding / decoding
     info: dict = field(default_factory=dict)
+    probes: dict = field(default_factory=dict)     # non-spiking baselines on the same features (top-1 %)
 
     def summary(self) -> str:
         acc = ", ".join(f"{k} {v:.2f}%" for k, v in self.accuracy.items())
         t = ", ".join(f"{k} {v:.3g} ms" for k, v in self.timing_ms.items())
+        if self.probes:
+            acc += "; probes: " + ", ".join(f"{k} {v:.2f}%" for k, v in self.probes.items())
         return (f"top-1: {acc}\nM_hat = {self.m_hat:.1f} active neurons/step "
                 f"({100 * self.m_hat / self.info['M']:.3f}% of M = {self.info['M']}); per sample: {t}")
 
@@ -120,10 +123,11 @@ def write_evaluation(ev: Evaluation, json_path, *, command: str, config: dict, p
     if plots:
         figures.append(str(plot_active_curve(ev, json_path.with_suffix("").with_name(json_path.stem + "-active.png"))))
     acc_rows = [{"decoder": k, "top1_%": v} for k, v in ev.accuracy.items()]
+    acc_rows += [{"decoder": f"probe: {k}", "top1_%": v} for k, v in ev.probes.items()]
     active_rows = [{"step": k + 1, "active_mean": float(m), "active_std": float(s)}
                    for k, (m, s) in enumerate(zip(ev.active_mean, ev.active_std))]
     timing_rows = [{"stage": k, "ms_per_sample": v} for k, v in ev.timing_ms.items()]
-    results = {"accuracy": ev.accuracy, "M_hat": ev.m_hat, "M_hat_percent": 100 * ev.m_hat / ev.info["M"],
+    results = {"accuracy": ev.accuracy, "probes": ev.probes, "M_hat": ev.m_hat, "M_hat_percent": 100 * ev.m_hat / ev.info["M"],
                "silent_fraction": ev.silent_fraction, "timing_ms_per_sample": ev.timing_ms,
                "workload": ev.workload, "active_per_step_mean": ev.active_mean, "active_per_step_std": ev.active_std,
                **ev.info}
