@@ -97,3 +97,18 @@ def test_extend_gramian_costs_only_the_new_columns():
     torch.testing.assert_close(full, torch.cat([old, new], 1).T @ torch.cat([old, new], 1))
     n, m_old, m_new = 16, 50, 6
     assert fc.get_total_flops() == 2 * n * m_new * (m_old + m_new)   # not 2 n (m_old + m_new)^2
+
+
+def test_shallow_training_rows_prefer_non_exemplars_and_map_atoms():
+    from spikevit.data.features import FeatureSet
+    from spikevit.lca.pipeline import _shallow_rows
+
+    x, y = _features(p=60)
+    train = FeatureSet(x, y, torch.arange(100, 160), {})   # split indices 100..159
+    d = Dictionary.from_features(x, y, 40, seed=0)
+    d.source = train.index[d.source]                        # atoms remember split indices
+    rows, excl = _shallow_rows(d, train, 30, seed=0)
+    assert len(set(rows.tolist())) == 30
+    assert (excl[:20] == -1).all()                          # the 20 non-exemplars come first
+    # the 10 exemplar rows carry their own atom to silence
+    assert torch.equal(d.source[excl[20:]], train.index[rows[20:]])

@@ -39,14 +39,16 @@ class Evaluation:
 
 def _shallow_rows(dictionary: Dictionary, train: FeatureSet, count: int, seed: int):
     """Training rows for the shallow NN: non-exemplars first, then exemplars coded leave-one-out."""
-    in_dict = torch.zeros(train.features.shape[0], dtype=torch.bool)
-    pos = {int(r): i for i, r in enumerate(train.index.tolist())}
+    # row of each split index in `train`, then the atom (if any) built from each row
+    row_of = torch.full((int(train.index.max()) + 1,), -1, dtype=torch.long)
+    row_of[train.index] = torch.arange(train.index.numel())
+    src = dictionary.source
+    valid = (src >= 0) & (src < row_of.numel())
+    rows_with_atom = row_of[src[valid]]
+    atoms = torch.nonzero(valid).squeeze(1)
     atom_of_row = torch.full((train.features.shape[0],), -1, dtype=torch.long)
-    for atom, src in enumerate(dictionary.source.tolist()):
-        row = pos.get(src)
-        if row is not None:
-            in_dict[row] = True
-            atom_of_row[row] = atom
+    atom_of_row[rows_with_atom[rows_with_atom >= 0]] = atoms[rows_with_atom >= 0]
+    in_dict = atom_of_row >= 0
     gen = torch.Generator().manual_seed(seed)
     outside = torch.nonzero(~in_dict).squeeze(1)
     inside = torch.nonzero(in_dict).squeeze(1)
