@@ -273,11 +273,11 @@ class _Problem:
 
 
 def _reconstruct(phiT: torch.Tensor, n: int, flat: torch.Tensor, vals: torch.Tensor, M: int) -> torch.Tensor:
-    """(n, N) phi a for the active (flat index, value) pairs: work proportional to the active atoms."""
-    out = torch.zeros(n, phiT.shape[1], dtype=phiT.dtype, device=phiT.device)
-    if flat.numel():
-        out.index_add_(0, flat // M, phiT.index_select(0, flat % M) * vals[:, None])
-    return out
+    """(n, N) phi a for the active (sorted flat index, value) pairs: work proportional to the active atoms."""
+    if flat.numel() == 0:
+        return torch.zeros(n, phiT.shape[1], dtype=phiT.dtype, device=phiT.device)
+    a = torch.sparse_coo_tensor(torch.stack([flat // M, flat % M]), vals, (n, M), is_coalesced=True)
+    return torch.sparse.mm(a, phiT)
 
 
 class _SelfTerm:
@@ -471,7 +471,8 @@ def lca_active(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, st
     use_s = eta > 1e-6 * s_norm.clamp_min(1e-30)
     s_perp = torch.where(use_s[:, None], s_perp / eta.clamp_min(1e-30)[:, None], torch.zeros_like(s_perp))
     eta_safe = torch.where(use_s, eta, torch.ones_like(eta))
-    Pext = torch.cat([PT, rho[:, None]], 1).T.contiguous()         # (d + 1, M): [V^T phi; rho]
+    PextT = torch.cat([PT, rho[:, None]], 1).contiguous()           # (M, d + 1): [V^T phi, rho] per atom
+    Pext = PextT.T.contiguous()                                    # (d + 1, M)
     excluded = None if P.keep is None else ~P.keep
 
     z = torch.zeros(B, N, dtype=dt, device=dev)
@@ -509,9 +510,9 @@ def lca_active(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, st
             need_full[n_prev:n] = True
             n_prev = n
         # ---- refresh rows whose tracked set grew too large: exact p = u[k] for every atom
-        if tracked.numel():
-            counts = torch.bincount(tracked // M, minlength=n)
-            redo = torch.nonzero(counts > refresh_cap).squeeze(1)
+        if tracked.numel():  # tracked pairs that are silent now are what a refresh removes
+            silent = torch.bincount(tracked // M, minlength=n) - torch.bincount(flat // M, minlength=n)
+            redo = torch.nonzero(silent > refresh_cap).squeeze(1)
             if redo.numel():
                 zr = z[redo]
                 p = zr @ phi
@@ -542,15 +543,17 @@ def lca_active(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, st
         new_pairs = []
         if full_rows.numel():  # bound on every atom of these rows
             F = full_rows
+            every = F.numel() == n
+            pick = (lambda x: x[:n]) if every else (lambda x: x.index_select(0, F))
             coeff = torch.cat([cprime[F], e[F, None]], 1)
-            base = torch.addcmul(p_hi[F], gamma[F, None], P.b[F]) + tol[F, None]
-            hi = torch.addmm(base, coeff, Pext)                    # (|F|, M) upper bound of u
-            if p_lo is None:
-                marg = lam - hi
-            else:
-                lo = torch.addmm(torch.addcmul(p_lo[F], gamma[F, None], P.b[F]) - tol[F, None],
+            b_F = pick(P.b)
+            # margin lam - hi, hi = p + gamma b + c'.V^T phi + e rho + tol  (upper bound of u)
+            marg = torch.addmm(torch.addcmul(pick(p_hi), gamma[F, None], b_F).add_(tol[F, None] - lam),
+                               coeff, Pext).neg_()
+            if p_lo is not None:
+                lo = torch.addmm(torch.addcmul(pick(p_lo), gamma[F, None], b_F).sub_(tol[F, None] - lam),
                                  torch.cat([cprime[F], -e[F, None]], 1), Pext)
-                marg = torch.minimum(lam - hi, lo + lam)
+                marg = torch.minimum(marg, lo)
             if excluded is not None:
                 marg = marg.masked_fill(excluded[F], math.inf)
             hit = torch.nonzero(marg <= 0)
@@ -564,15 +567,16 @@ def lca_active(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, st
             nz = torch.nonzero((marg < want[:, None]) & (marg > 0))
             rows_n = F[nz[:, 0]]
             cols_n = nz[:, 1]
+            idx_n = rows_n * M + cols_n
             keep_old = None
             if near is not None:
                 in_f = torch.zeros(n, dtype=torch.bool, device=dev)
                 in_f[F] = True
                 keep_old = ~in_f[near["rows"]]
-            fresh = {"rows": rows_n, "cols": cols_n, "p_hi": p_hi[rows_n, cols_n], "b": P.b[rows_n, cols_n],
-                     "P": Pext.T[cols_n]}
+            fresh = {"rows": rows_n, "idx": idx_n, "p_hi": p_hi.view(-1).index_select(0, idx_n),
+                     "b": P.b.view(-1).index_select(0, idx_n), "P": PextT.index_select(0, cols_n)}
             if p_lo is not None:
-                fresh["p_lo"] = p_lo[rows_n, cols_n]
+                fresh["p_lo"] = p_lo.view(-1).index_select(0, idx_n)
             near = fresh if near is None else {key: torch.cat([near[key][keep_old], fresh[key]]) for key in near}
             margin_D[F] = want
             zt[F] = z[F]
@@ -580,14 +584,15 @@ def lca_active(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, st
             stats["full_tests"] += F.numel()
         if near is not None and near["rows"].numel():  # bound on the atoms within D of lam
             r_ = near["rows"]
-            coeff = torch.cat([cprime, e[:, None]], 1)[r_]
-            hi = near["p_hi"] + gamma[r_] * near["b"] + (coeff * near["P"]).sum(1) + tol[r_]
-            bad = hi >= lam
+            coeff = torch.cat([cprime, e[:, None]], 1).index_select(0, r_)
+            shift = near["p_hi"] + gamma.index_select(0, r_) * near["b"]
+            proj = (coeff[:, :d] * near["P"][:, :d]).sum(1)
+            slack = coeff[:, d] * near["P"][:, d] + tol.index_select(0, r_)
+            bad = shift + proj + slack >= lam
             if p_lo is not None:
-                coeff_lo = torch.cat([cprime, -e[:, None]], 1)[r_]
-                lo = near["p_lo"] + gamma[r_] * near["b"] + (coeff_lo * near["P"]).sum(1) - tol[r_]
-                bad |= lo <= -lam
-            new_pairs.append(r_[bad] * M + near["cols"][bad])
+                lo_shift = near["p_lo"] + gamma.index_select(0, r_) * near["b"]
+                bad |= lo_shift + proj - slack <= -lam
+            new_pairs.append(near["idx"][bad])
             stats["near_tests"] += r_.numel()
         if new_pairs:
             tracked = _merge(tracked, torch.cat(new_pairs))
