@@ -1,0 +1,234 @@
+"""Every exact LCA backend against the dense Gramian and a float64 recursion, plus the screening bound itself."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from spikevit.errors import SpikevitError
+from spikevit.functional.lca import first_crossing_step, first_crossing_steps, lca_active, screening_basis
+from spikevit.lca import encode, encode_batches, encode_trace
+from spikevit.lca.encode import BACKENDS, choose_backend
+
+
+def _problem(n, m, b, scale, nonneg=False, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    phi = torch.randn(n, m, generator=g, dtype=dtype)
+    if nonneg:  # CNN features after ReLU: all atoms correlated, everyone hovers near threshold
+        phi = phi.abs() + 0.3
+    phi = phi / phi.norm(dim=0)
+    s = scale * torch.randn(b, n, generator=g, dtype=dtype)
+    if nonneg:
+        s = s.abs()
+    return phi, s
+
+
+def recursion64(phi, s, lam, tau, steps, rectify=True, kind="soft"):
+    """Plain float64 recursion u += (b - u - (G - diag G) a) / tau, written independently of the package."""
+    phi, s = phi.double(), s.double()
+    G = phi.T @ phi
+    G.fill_diagonal_(0.0)
+    b = s @ phi
+    u = torch.zeros_like(b)
+
+    def T(x):
+        on = (x >= lam) if rectify else (x.abs() >= lam)
+        if kind == "hard":
+            return torch.where(on, x, 0.0)
+        return torch.where(on, x - lam * torch.sign(x), 0.0)
+
+    for _ in range(steps):
+        u = u + (b - u - T(u) @ G) / tau
+    return T(u), u
+
+
+CASES = [  # (n, m, batch, scale, nonneg, lam, tau, steps, rectify, kind)
+    (12, 150, 5, 4.0, False, 0.5, 10.0, 40, True, "soft"),
+    (12, 150, 5, 4.0, False, 0.5, 10.0, 40, False, "soft"),
+    (12, 150, 5, 4.0, False, 0.5, 10.0, 40, True, "hard"),
+    (12, 150, 5, 4.0, False, 0.5, 10.0, 40, False, "hard"),
+    (32, 900, 6, 12.0, True, 2.0, 100.0, 100, True, "soft"),   # paper defaults, correlated atoms
+    (32, 900, 6, 6.0, False, 2.0, 100.0, 10, True, "soft"),    # K = 10: most rows start late or never
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"m{c[1]}-K{c[7]}-{'rect' if c[8] else 'signed'}-{c[9]}")
+@pytest.mark.parametrize("backend", ["factored", "active"])
+def test_backends_match_float64_recursion_and_gramian(case, backend):
+    n, m, bsz, scale, nonneg, lam, tau, steps, rectify, kind = case
+    phi, s = _problem(n, m, bsz, scale, nonneg)
+    ref_codes, ref_u = recursion64(phi, s, lam, tau, steps, rectify, kind)
+    assert (ref_codes != 0).sum() > 0, "the case must have active neurons"
+    kw = dict(lam=lam, tau=tau, steps=steps, rectify=rectify, threshold=kind)
+    # float64: agreement to round-off
+    out = encode_trace(phi, s, backend=backend, **kw)
+    torch.testing.assert_close(out.codes, ref_codes, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(out.potentials, ref_u, rtol=1e-9, atol=1e-10)
+    # float32: within 1e-4 of the largest code, same support as the float32 dense Gramian up to borderline atoms
+    out32 = encode_trace(phi.float(), s.float(), backend=backend, **kw)
+    dense32 = encode_trace(phi.float(), s.float(), backend="gramian", **kw)
+    scale_ = ref_codes.abs().max()
+    assert (out32.codes.double() - ref_codes).abs().max() <= 1e-4 * scale_
+    assert (out32.codes.double() - dense32.codes.double()).abs().max() <= 1e-4 * scale_
+
+
+def test_active_backend_does_less_work_than_factored_on_sparse_codes():
+    """Correlated atoms, one time constant: the screening proves most atoms silent without computing them."""
+    phi, s = _problem(24, 3000, 4, 10.0, nonneg=True, seed=3)
+    kw = dict(lam=2.0, tau=100.0, steps=100)
+    fac = encode_trace(phi, s, backend="factored", **kw)
+    act = encode_trace(phi, s, backend="active", **kw)
+    torch.testing.assert_close(act.codes, fac.codes, rtol=1e-9, atol=1e-10)
+    m = phi.shape[1]
+    work_fac = fac.stats["full_products"] * m
+    work_act = act.stats["full_products"] * m + act.stats["tracked_pair_steps"]
+    assert act.stats["full_products"] < fac.stats["full_products"] / 3
+    assert work_act < work_fac / 2
+    assert act.stats["active_pair_steps"] <= act.stats["tracked_pair_steps"]
+
+
+def test_screening_bound_holds_on_every_atom_and_step():
+    """The bound used by the active backend, evaluated densely, is >= the true potential of silent atoms."""
+    phi, s = _problem(20, 400, 3, 6.0, seed=5)
+    lam, tau, steps = 1.0, 20.0, 30
+    V, PT, rho, norms, phiT = screening_basis(phi, 6)
+    torch.testing.assert_close(V.T @ V, torch.eye(6, dtype=phi.dtype), atol=1e-12, rtol=0)
+    torch.testing.assert_close(rho, (phi - V @ (V.T @ phi)).norm(dim=0))
+    # true trajectory (float64 recursion), kept per step
+    G = phi.T @ phi
+    G.fill_diagonal_(0.0)
+    b = s @ phi
+    u = torch.zeros_like(b)
+    z = torch.zeros_like(s)
+    us, zs = [u], [z]
+    for _ in range(steps):
+        a = torch.clamp(u - lam, min=0)
+        u = u + (b - u - a @ G) / tau
+        z = z + (s - a @ phi.T - z) / tau
+        us.append(u); zs.append(z)
+    k0 = 12
+    silent_since = torch.stack([(us[k] < lam) for k in range(k0, steps + 1)]).all(0)
+    sigma = s @ V
+    s_perp = s - sigma @ V.T
+    eta = s_perp.norm(dim=1, keepdim=True)
+    s_perp = s_perp / eta
+    for k in range(k0, steps + 1):
+        dz = zs[k] - zs[k0]
+        c = dz @ V
+        g1 = (dz * s_perp).sum(1, keepdim=True)
+        e = (dz - c @ V.T - g1 * s_perp).norm(dim=1, keepdim=True)
+        gamma = g1 / eta
+        hi = us[k0] + gamma * b + (c - gamma * sigma) @ PT.T + e * rho
+        gap = (hi - us[k])[silent_since]
+        assert (gap >= -1e-10).all()
+    assert silent_since.sum() > 100
+
+
+def test_per_row_start_steps_are_exact():
+    b = torch.tensor([[3.0, -1.0], [0.5, 0.2], [1.0, 2.5]])
+    drive = b.amax(1)
+    got = first_crossing_steps(drive, 2.0, 10.0, 100)
+    assert got.tolist() == [first_crossing_step(b[i:i + 1], 2.0, 10.0, True, 100) for i in range(3)]
+    assert got.tolist()[1] == 100  # never crosses
+
+
+def test_rows_starting_at_different_steps_and_silent_rows():
+    """A batch mixing strong, weak and zero inputs equals the rows encoded one at a time."""
+    phi, s = _problem(16, 500, 5, 8.0, seed=2)
+    s[1] *= 0.05          # starts late
+    s[3] = 0.0            # never active
+    for backend in ("factored", "active"):
+        batch = encode(phi, s, backend=backend)
+        for i in range(5):
+            torch.testing.assert_close(batch[i], encode(phi, s[i:i + 1], backend="gramian")[0], rtol=1e-9, atol=1e-10)
+        assert batch[3].abs().sum() == 0
+
+
+def test_traces_match_the_reference_for_every_backend():
+    phi, s = _problem(10, 200, 3, 5.0, seed=7)
+    kw = dict(lam=0.6, tau=8.0, steps=30, trace="energy")
+    ref = encode_trace(phi, s, backend="gramian", **kw)
+    for backend in ("factored", "active"):
+        out = encode_trace(phi, s, backend=backend, **kw)
+        torch.testing.assert_close(out.active, ref.active)
+        torch.testing.assert_close(out.energy, ref.energy, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(out.residual, ref.residual, rtol=1e-9, atol=1e-9)
+        # last entry is the energy of the returned codes
+        a = out.codes
+        e = 0.5 * ((s - a @ phi.T) ** 2).sum(1) + 0.6 * a.abs().sum(1)
+        torch.testing.assert_close(out.energy[-1], e, rtol=1e-9, atol=1e-9)
+
+
+def test_exclude_in_every_backend():
+    phi, s = _problem(16, 400, 6, 6.0, seed=4)
+    full = encode(phi, s, backend="gramian")
+    win = full.argmax(1)
+    win[2] = -1
+    ref = encode_trace(phi, s, backend="gramian", exclude=win)
+    for backend in ("factored", "active"):
+        out = encode_trace(phi, s, backend=backend, exclude=win)
+        torch.testing.assert_close(out.codes, ref.codes, rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(out.potentials, ref.potentials, rtol=1e-9, atol=1e-10)
+        rows = torch.tensor([0, 1, 3, 4, 5])
+        assert (out.codes[rows, win[rows]] == 0).all()
+
+
+def test_bf16_products_are_close_but_opt_in():
+    phi, s = _problem(32, 600, 4, 6.0, seed=8, dtype=torch.float32)
+    exact = encode_trace(phi, s, backend="factored")
+    mixed = encode_trace(phi, s, backend="factored", matmul_dtype=torch.bfloat16)
+    assert mixed.codes.dtype == torch.float32
+    rel = (mixed.codes - exact.codes).abs().max() / exact.codes.abs().max()
+    assert 0 < rel < 0.1  # not exact (bf16 keeps 8 bits), but the same code up to a few percent
+
+
+def test_streaming_equals_one_call_and_bounded_batches():
+    phi, s = _problem(16, 700, 11, 6.0, seed=9, dtype=torch.float32)
+    whole = encode(phi, s, backend="active")
+    seen = []
+    for rows, out in encode_batches(phi, s, batch_size=4, backend="active", show_progress=False):
+        assert out.codes.shape[0] <= 4
+        seen.append(out.codes)
+        torch.testing.assert_close(out.codes, whole[rows], rtol=1e-5, atol=1e-5)
+    assert sum(c.shape[0] for c in seen) == 11
+
+
+def test_backend_choice_and_options():
+    assert choose_backend(1280, 500) == "gramian"
+    assert choose_backend(1280, 2000) == "factored"
+    assert choose_backend(1280, 50_000) == "active"
+    assert choose_backend(1280, 50_000, torch.device("cuda")) == "factored"
+    assert set(BACKENDS) >= {"gramian", "factored", "active"}
+    phi, s = _problem(8, 30, 2, 3.0)
+    with pytest.raises(SpikevitError, match="does not take"):
+        encode_trace(phi, s, backend="gramian", basis_dim=4)
+
+
+def test_memory_is_never_m_by_m_outside_the_gramian(monkeypatch):
+    """No tensor with M x M elements is created by the factored / active backends."""
+    phi, s = _problem(8, 600, 3, 4.0, seed=1)
+    m = phi.shape[1]
+    big = []
+    real_zeros, real_mm = torch.zeros, torch.Tensor.__matmul__
+
+    def watch(t):
+        if isinstance(t, torch.Tensor) and t.numel() >= m * m:
+            big.append(tuple(t.shape))
+        return t
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for o in (out if isinstance(out, (tuple, list)) else [out]):
+                watch(o)
+            return out
+
+    with Watch():
+        encode(phi, s, backend="factored")
+        encode(phi, s, backend="active")
+    assert big == []
+    with Watch():
+        encode(phi, s, backend="gramian")
+    assert (m, m) in big
