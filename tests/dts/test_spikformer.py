@@ -160,3 +160,27 @@ def test_every_registered_variant_builds_and_tiny_ones_run():
     assert {"spikformer-4-384", "spikformer-8-512", "spikformer-1-64"} <= set(names)
     out = create_model("spikformer-1-64", num_classes=7, img_size=28, in_chans=1, tmax=2)(torch.randn(2, 1, 28, 28))
     assert out.shape == (2, 7)
+
+
+def test_live_step_batch_norm_makes_masked_steps_invisible_in_training():
+    """A 4-step model keeping 2 steps everywhere trains exactly like a 2-step model on its kept steps."""
+    torch.manual_seed(0)
+    dts = tiny(tmax=4, init_steps=2).train()
+    fixed = tiny(tmax=2, dts=False).train()
+    fixed.load_state_dict(dts.state_dict(), strict=False)    # same weights (the DTS model adds only TP)
+    spikes = {}
+    for tag, model in (("dts", dts), ("fixed", fixed)):
+        for n, m in model.spiking_layers().items():
+            m.register_forward_hook(lambda mod, a, o, n=n, tag=tag: spikes.__setitem__((tag, n), o[:2].detach()))
+    x = torch.randn(6, 3, 16, 16)
+    out_d, out_f = dts(x), fixed(x)
+    for n in dts.spiking_layers():
+        assert torch.equal(spikes[("dts", n)], spikes[("fixed", n)]), n
+    b = dts.head.bias
+    # the head averages over Tmax = 4 steps: two kept steps and two steps of bias only
+    torch.testing.assert_close(2 * (out_d - b), out_f - b, rtol=1e-5, atol=1e-5)
+    for (n, a), bb in zip(dts.named_buffers(), fixed.buffers()):
+        torch.testing.assert_close(a, bb, msg=n)             # running statistics from the kept steps
+    plain = tiny(tmax=4, init_steps=2, live_bn=False).train()
+    plain.load_state_dict(dts.state_dict())
+    assert not torch.allclose(plain(x), out_d)                # statistics over all 4 steps differ

@@ -64,21 +64,56 @@ class ConvBN(nn.Module):
         self.bn = norm(cout)
         self.dims = dims
 
+    def _live_bn(self, y: torch.Tensor, live: int) -> torch.Tensor:
+        """Training-mode batch norm of ``y [T, B, C, *S]`` with statistics over the first ``live`` steps.
+
+        Masked steps carry conv(0) = 0; counting them in the statistics would shift and rescale the live
+        steps by an amount that depends on the mask.  With live-step statistics a layer sees exactly
+        what a fixed-T network with T = live steps sees, and the masked steps get BN(0) with the same
+        statistics, as at inference (where the running statistics, also from live steps, are used).
+        """
+        bn = self.bn
+        dims = [0, 1, *range(3, y.dim())]
+        ylive = y[:live]
+        mean = ylive.mean(dims)
+        var = ylive.var(dims, unbiased=False)
+        n = ylive.numel() / ylive.shape[2]
+        with torch.no_grad():
+            bn.num_batches_tracked += 1
+            m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            bn.running_mean.mul_(1 - m).add_(m * mean)
+            bn.running_var.mul_(1 - m).add_(m * var * n / max(n - 1, 1))
+        shape = (1, 1, -1, *([1] * (y.dim() - 3)))
+        scale = (bn.weight / torch.sqrt(var + bn.eps)).view(shape)
+        return (y - mean.view(shape)) * scale + bn.bias.view(shape)
+
     def zero_response(self) -> torch.Tensor:
         """BN(conv(0)) = BN(0): ``[1, C', 1, ...]`` (eval mode: beta - gamma * mean / sqrt(var + eps))."""
         z = self.bn.weight.new_zeros(1, self.bn.num_features, *([1] * self.dims))
         return self.bn(z)
 
-    def forward(self, s: torch.Tensor, tmax: int) -> torch.Tensor:
+    def forward(self, s: torch.Tensor, tmax: int, live: int | None = None) -> torch.Tensor:
+        """``live``: in training, the number of leading steps where the input spikes are not masked off;
+        batch-norm statistics then come from those steps only (see :meth:`_live_bn`)."""
         steps, batch = s.shape[:2]
         if steps == tmax:
-            return self.bn(self.conv(s.flatten(0, 1))).unflatten(0, (steps, batch))
+            y = self.conv(s.flatten(0, 1))
+            if self.training and live is not None and 0 < live < steps:
+                return self._live_bn(y.unflatten(0, (steps, batch)), live)
+            return self.bn(y).unflatten(0, (steps, batch))
         require(not self.training, "masked steps are only skipped in eval mode")
         fill = self.zero_response()
         if steps == 0:
             return fill.expand(tmax, batch, self.bn.num_features, *s.shape[3:]).clone()
         y = self.bn(self.conv(s.flatten(0, 1))).unflatten(0, (steps, batch))
         return _pad_steps(y, tmax, fill)
+
+
+def live_steps(lif: DTSSLIF) -> int | None:
+    """Kept steps of a gated LIF in training with live-step batch norm on (``None``: use plain BN)."""
+    if lif.dtss is None or not lif.training or not getattr(lif, "live_bn", False):
+        return None
+    return lif.steps()
 
 
 class SpikeAttention(nn.Module):
@@ -151,8 +186,8 @@ class SPS(nn.Module):
         x = x.unsqueeze(0).expand(self.tmax, *x.shape)
         x = self._pool(x, 0)
         for i, (lif, conv) in enumerate(zip(self.lifs, self.convs)):
-            x = self._pool(conv(lif(x), self.tmax), i + 1)
-        x = x + self.rpe(self.rpe_lif(x), self.tmax)
+            x = self._pool(conv(lif(x), self.tmax, live_steps(lif)), i + 1)
+        x = x + self.rpe(self.rpe_lif(x), self.tmax, live_steps(self.rpe_lif))
         return x.flatten(3)
 
 
@@ -171,10 +206,10 @@ class SSA(nn.Module):
         self.proj = ConvBN(dim, dim, group="attn")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.lif_in(x)
-        q, k, v = (lif(conv(s, self.tmax)) for conv, lif in ((self.q, self.q_lif), (self.k, self.k_lif),
-                                                            (self.v, self.v_lif)))
-        return self.proj(self.attn_lif(self.attn(q, k, v, self.tmax)), self.tmax)
+        s, live = self.lif_in(x), live_steps(self.lif_in)
+        q, k, v = (lif(conv(s, self.tmax, live)) for conv, lif in ((self.q, self.q_lif), (self.k, self.k_lif),
+                                                                  (self.v, self.v_lif)))
+        return self.proj(self.attn_lif(self.attn(q, k, v, self.tmax)), self.tmax, live_steps(self.attn_lif))
 
 
 class MLP(nn.Module):
@@ -185,7 +220,8 @@ class MLP(nn.Module):
         self.lif2, self.fc2 = make("mlp"), ConvBN(hidden, dim, group="mlp")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.lif2(self.fc1(self.lif1(x), self.tmax)), self.tmax)
+        h = self.fc1(self.lif1(x), self.tmax, live_steps(self.lif1))
+        return self.fc2(self.lif2(h), self.tmax, live_steps(self.lif2))
 
 
 class Block(nn.Module):
@@ -208,13 +244,16 @@ class Spikformer(nn.Module):
         its first step, so no layer is disconnected).
     leak, vth, gamma, detach_reset: LIF settings (Eq. 1-2); ``attn_vth`` is the threshold of the LIF
         after Q K^T V (0.5 in Spikformer); ``scale`` the attention scale (0.125 in Spikformer).
+    live_bn: in training, batch norm after a gated LIF takes its statistics from the kept steps only
+        (the paper is silent; counting the masked, all-zero steps distorts the kept ones, e.g. a 4-step
+        model with 2 kept steps then differs from a 2-step model).  ``False``: statistics over all steps.
     """
 
     def __init__(self, img_size: int = 32, in_chans: int = 3, num_classes: int = 10, depth: int = 4,
                  dim: int = 384, heads: int = 12, mlp_ratio: float = 4.0, patch_size: int = 4, tmax: int = 4,
                  dts: bool = False, init_steps: int | None = None, min_steps: int = 1, leak: float = 0.5,
                  vth: float = 1.0, attn_vth: float = 0.5, gamma: float = 1.0, scale: float = 0.125,
-                 detach_reset: bool = False):
+                 detach_reset: bool = False, live_bn: bool = True):
         super().__init__()
         require(tmax >= 1, f"tmax must be >= 1, got {tmax}")
         require(img_size % patch_size == 0, f"img_size {img_size} is not divisible by patch_size {patch_size}")
@@ -228,6 +267,8 @@ class Spikformer(nn.Module):
                                      for _ in range(depth)])
         self.head_lif = make("head")
         self.head = nn.Linear(dim, num_classes)
+        for m in self.spiking_layers().values():
+            m.live_bn = live_bn
 
     def forward_features(self, img: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W] -> [T, B, D, N]`` (residual stream after the last block)."""
