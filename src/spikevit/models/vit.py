@@ -86,16 +86,16 @@ class Block(nn.Module):
 class ConvStem(nn.Module):
     """3x3 conv stem, total stride 4: ``[B, C_in, H, W]`` -> ``[B, dim, H/4, W/4]``.
 
-    conv s2 (C_in -> dim/2) + BN + GELU, conv s1 (dim/2 -> dim) + BN + GELU, conv s2 (dim -> dim).
+    conv s2 (C_in -> dim/4) + BN + GELU, conv s1 (dim/4 -> dim/2) + BN + GELU, conv s2 (dim/2 -> dim).
     """
 
     def __init__(self, in_chans: int, dim: int):
         super().__init__()
-        mid = dim // 2
+        c1, c2 = dim // 4, dim // 2
         self.layers = nn.Sequential(
-            nn.Conv2d(in_chans, mid, 3, 2, 1, bias=False), nn.BatchNorm2d(mid), nn.GELU(),
-            nn.Conv2d(mid, dim, 3, 1, 1, bias=False), nn.BatchNorm2d(dim), nn.GELU(),
-            nn.Conv2d(dim, dim, 3, 2, 1))
+            nn.Conv2d(in_chans, c1, 3, 2, 1, bias=False), nn.BatchNorm2d(c1), nn.GELU(),
+            nn.Conv2d(c1, c2, 3, 1, 1, bias=False), nn.BatchNorm2d(c2), nn.GELU(),
+            nn.Conv2d(c2, dim, 3, 2, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -142,9 +142,9 @@ class SmallViT(nn.Module):
 
 @register_model
 def vit_cifar_tiny(num_classes: int = 10, img_size: int = 32, squeeze: str | None = "tanh", **kw) -> SmallViT:
-    """Conv-stem ViT, dim 128, 6 blocks, 4 heads, MLP x2; tanh-squeezed attention logits in (-1, 1)."""
+    """Conv-stem ViT, dim 128, 4 blocks, 4 heads, MLP x2; tanh-squeezed attention logits in (-1, 1)."""
     return SmallViT(img_size=img_size, num_classes=num_classes, squeeze=squeeze,
-                    **{"dim": 128, "depth": 6, "num_heads": 4, "mlp_ratio": 2.0, **kw})
+                    **{"dim": 128, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0, **kw})
 
 
 @register_model

@@ -1,3 +1,4 @@
 """Spiking modules: thin stateful wrappers over :mod:`spikevit.functional`."""
 from spikevit.nn.lif import LIF
 from spikevit.nn.dtss import DTSS, DTSSLIF
+from spikevit.nn.spiking_softmax import FewSpikeActivation, SpikingSoftmax

@@ -1,0 +1,125 @@
+"""Reference points for few-spike fits: what a K-step neuron could at best reach, and simple baselines.
+
+* A K-step neuron splits the input axis into at most ``2^K`` intervals with a constant output each
+  (step t splits every interval of the steps before at most once), so no fit can beat the best
+  piecewise-constant approximation with ``2^K`` pieces.  :func:`best_piecewise_constant` computes
+  that approximation on the fitting grid (Lloyd iterations from the high-resolution optimal
+  partition, i.e. a value that is actually reached), :func:`piecewise_constant_lower_bound` a
+  closed-form lower bound for increasing ``f``.
+* The output ``sum_t d[t] z[t]`` is additive in the spikes: leaves that differ in one spike differ by
+  exactly ``d[t]``, wherever they sit.  :func:`readout_gap` compares a fitted neuron with the same
+  partition given free per-interval values (the mean of ``f`` on each interval), which isolates the
+  cost of the additive readout from the cost of the partition.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from spikevit.functional.fewspike import fs_spikes
+
+DT = torch.float64
+
+
+def _grid(f: Callable, domain: tuple[float, float], n_points: int):
+    x = torch.linspace(domain[0], domain[1], n_points, dtype=DT)
+    return x, f(x)
+
+
+def best_piecewise_constant(f: Callable, pieces: int, domain: tuple[float, float] = (-1.0, 1.0),
+                            n_points: int = 10000, iters: int = 200) -> float:
+    """RMSE of a (locally) optimal ``pieces``-piece constant approximation of increasing ``f`` on the grid.
+
+    Starts from the high-resolution optimal partition (piece density ~ |f'|^(2/3)) and runs Lloyd
+    iterations (pieces are contiguous index ranges: boundary where f crosses the midpoint of the two means).
+    """
+    x, y = _grid(f, domain, n_points)
+    if pieces >= n_points:
+        return 0.0
+    dens = (torch.diff(y).abs() + 1e-300) ** (2 / 3)
+    cum = torch.cat([torch.zeros(1, dtype=DT), torch.cumsum(dens, 0)])
+    cum = cum / cum[-1]
+    cuts = torch.searchsorted(cum, torch.linspace(0, 1, pieces + 1, dtype=DT)[1:-1]).clamp(1, n_points - 1)
+    c1 = torch.cat([torch.zeros(1, dtype=DT), torch.cumsum(y, 0)])
+
+    def means(cuts):
+        edges = torch.cat([torch.tensor([0]), cuts, torch.tensor([n_points])])
+        cnt = (edges[1:] - edges[:-1]).clamp(min=1).to(DT)
+        return (c1[edges[1:]] - c1[edges[:-1]]) / cnt
+
+    for _ in range(iters):
+        cuts = torch.unique(cuts)
+        m = means(cuts)
+        new = torch.searchsorted(y, (m[:-1] + m[1:]) / 2).clamp(1, n_points - 1)
+        if torch.equal(new, cuts):
+            break
+        cuts = new
+    cuts = torch.unique(cuts)
+    edges = torch.cat([torch.tensor([0]), cuts, torch.tensor([n_points])])
+    m = means(cuts)
+    approx = torch.repeat_interleave(m, edges[1:] - edges[:-1])
+    return float((approx - y).pow(2).mean().sqrt())
+
+
+def piecewise_constant_lower_bound(pieces: int, domain: tuple[float, float] = (-1.0, 1.0)) -> float:
+    """Lower bound on the RMSE (continuous L2 over ``domain``) of any ``pieces``-piece constant fit of exp.
+
+    On a piece ``[a, a + w]`` exp has slope >= e^a, and a function whose slope is >= m has variance >= that
+    of the line of slope m (Chebyshev's sum inequality), so the piece costs >= e^(2a) w^3 / 12.  Minimising
+    ``sum e^(2 a_i) w_i^3`` by Hoelder over partitions with left ends ``a_i`` gives
+    ``>= (sum e^(2 a_i / 3) w_i)^3 / P^2``; the left Riemann sum is bounded below by
+    ``int e^(2x/3) dx - w_max (e^(2 hi/3) - e^(2 lo/3))``, and with ``w_max`` free we take the
+    bound ``max`` over the two regimes: a wide piece alone costs >= e^(2 lo) w_max^3 / 12.
+    """
+    lo, hi = domain
+    L = hi - lo
+    integral = 1.5 * (math.exp(2 * hi / 3) - math.exp(2 * lo / 3))
+    spread = math.exp(2 * hi / 3) - math.exp(2 * lo / 3)
+    b1 = lambda w: max(integral - w * spread, 0.0) ** 3 / (12 * pieces ** 2)   # decreasing in w_max
+    b2 = lambda w: math.exp(2 * lo) * w ** 3 / 12                               # increasing in w_max
+    # sse >= min over w_max of max(b1, b2); on [w_i, w_(i+1)] that is >= max(b1(w_(i+1)), b2(w_i))
+    ws = [L * i / 4000 for i in range(4001)]
+    best = min(max(b1(ws[i + 1]), b2(ws[i])) for i in range(4000))
+    return math.sqrt(best / L)
+
+
+def leaf_partition(T: torch.Tensor, h: torch.Tensor, domain: tuple[float, float] = (-1.0, 1.0),
+                   n_points: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Simulated spike patterns on the grid: ``(codes [n], x [n])`` with codes = sum_t z[t] 2^t."""
+    x = torch.linspace(domain[0], domain[1], n_points, dtype=DT)
+    z = fs_spikes(x, T.to(DT), h.to(DT))                 # [K, n]
+    codes = (z * (2.0 ** torch.arange(z.shape[0], dtype=DT))[:, None]).sum(0).long()
+    return codes, x
+
+
+def readout_gap(f: Callable, T: torch.Tensor, h: torch.Tensor, d: torch.Tensor,
+                domain: tuple[float, float] = (-1.0, 1.0), n_points: int = 10000) -> dict:
+    """Pieces used by a fitted neuron and the RMSE its partition would have with free piece values.
+
+    Returns ``{"pieces", "distinct_patterns", "rmse", "rmse_free_values"}`` where ``pieces`` counts
+    maximal runs of equal spike patterns along the grid.
+    """
+    codes, x = leaf_partition(T, h, domain, n_points)
+    y = f(x)
+    change = torch.cat([torch.tensor([True]), codes[1:] != codes[:-1]])
+    run = torch.cumsum(change.long(), 0) - 1
+    n_runs = int(run[-1]) + 1
+    sums = torch.zeros(n_runs, dtype=DT).index_add_(0, run, y)
+    cnt = torch.zeros(n_runs, dtype=DT).index_add_(0, run, torch.ones_like(y))
+    free = (sums / cnt)[run]
+    z = fs_spikes(x, T.to(DT), h.to(DT))
+    out = (d.to(DT)[:, None] * z).sum(0)
+    return {"pieces": n_runs, "distinct_patterns": int(torch.unique(codes).numel()),
+            "rmse": float((out - y).pow(2).mean().sqrt()),
+            "rmse_free_values": float((free - y).pow(2).mean().sqrt())}
+
+
+def polynomial_rmse(f: Callable, degree: int, domain: tuple[float, float] = (-1.0, 1.0),
+                    n_points: int = 10000) -> float:
+    """RMSE of the least-squares polynomial of ``degree`` on the grid (a smooth baseline)."""
+    x, y = _grid(f, domain, n_points)
+    V = torch.stack([x ** k for k in range(degree + 1)], 1)
+    coef = torch.linalg.lstsq(V, y[:, None]).solution
+    return float((V @ coef - y[:, None]).pow(2).mean().sqrt())

@@ -1,0 +1,382 @@
+"""SIT-conversion of a trained transformer: every attention softmax -> :class:`SpikingSoftmax`.
+
+Pipeline (fixed), with pluggable attention recipes:
+
+1. **find** the attention modules, in model order (:func:`find_attention`):
+   ``nn.MultiheadAttention`` (torchvision ViT's fused kernel included), and any module whose own
+   ``forward`` calls ``softmax`` or ``F.scaled_dot_product_attention`` (timm ViT/DeiT ``Attention``,
+   EdgeNeXt ``XCA``, spikevit's ``SmallViT`` attention, most hand-written attention).
+2. **make explicit**: ``nn.MultiheadAttention`` becomes :class:`ExplicitMultiheadAttention` with the
+   same parameters (checked numerically against the original on a probe input before anything else
+   changes); timm's fused path needs no rewrite, see 3.
+3. **wrap** each attention module in :class:`SpikingAttention`, which runs the module's own forward
+   under a ``TorchFunctionMode`` that routes every softmax (``F.softmax``, ``torch.softmax``,
+   ``Tensor.softmax``, ``nn.Softmax``) and every ``F.scaled_dot_product_attention`` (decomposed into
+   ``QK^T * scale -> mask -> softmax -> @V``) through the block's spiking softmax, and records the
+   multiply-accumulates of the attention products (``QK^T`` and ``A V``) for the energy accounting.
+   Blocks outside ``blocks=`` are wrapped too but keep the exact softmax (so ``blocks=0`` is the ANN).
+4. optionally replace elementwise activations (GELU / SiLU / Sigmoid modules) inside the converted
+   blocks (the parent module of each converted attention) by fitted few-spike neurons.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from spikevit.errors import SpikevitError, require
+from spikevit.nn.spiking_softmax import FewSpikeActivation, SpikingSoftmax
+
+_SOFTMAX = {F.softmax, torch.softmax, torch.Tensor.softmax, torch.special.softmax}
+_SDPA = {F.scaled_dot_product_attention}
+_DROPOUT = {F.dropout, torch.dropout, torch.Tensor.dropout} if hasattr(torch.Tensor, "dropout") else {F.dropout, torch.dropout}
+_MATMUL = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm, torch.Tensor.bmm}
+ACTIVATIONS = {"gelu": nn.GELU, "silu": nn.SiLU, "sigmoid": nn.Sigmoid}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# explicit multi-head attention (replaces nn.MultiheadAttention)
+# ----------------------------------------------------------------------------------------------------------
+class ExplicitMultiheadAttention(nn.Module):
+    """``nn.MultiheadAttention`` written out with an explicit ``softmax`` (same parameters, same outputs).
+
+    ``forward(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+    average_attn_weights=True, is_causal=False) -> (out, weights | None)`` with the shapes of
+    ``nn.MultiheadAttention`` (``[B, L, E]`` if ``batch_first`` else ``[L, B, E]``).
+    """
+
+    def __init__(self, mha: nn.MultiheadAttention):
+        super().__init__()
+        require(mha.bias_k is None and mha.bias_v is None and not mha.add_zero_attn,
+                "nn.MultiheadAttention with add_bias_kv / add_zero_attn cannot be converted (not supported)")
+        self.embed_dim, self.num_heads = mha.embed_dim, mha.num_heads
+        self.head_dim = mha.head_dim
+        self.batch_first = mha.batch_first
+        self.dropout = mha.dropout
+        self.same_dim = mha._qkv_same_embed_dim
+        if self.same_dim:
+            self.in_proj_weight = mha.in_proj_weight
+        else:
+            self.q_proj_weight, self.k_proj_weight, self.v_proj_weight = (
+                mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight)
+        self.in_proj_bias = mha.in_proj_bias
+        self.out_proj = mha.out_proj
+
+    def _proj(self, x, i):
+        E = self.embed_dim
+        if self.same_dim:
+            w = self.in_proj_weight[i * E:(i + 1) * E]
+        else:
+            w = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)[i]
+        b = None if self.in_proj_bias is None else self.in_proj_bias[i * E:(i + 1) * E]
+        return F.linear(x, w, b)
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                average_attn_weights=True, is_causal=False):
+        if not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        B, L, _ = query.shape
+        S = key.shape[1]
+        H, D = self.num_heads, self.head_dim
+        q = self._proj(query, 0).reshape(B, L, H, D).transpose(1, 2)
+        k = self._proj(key, 1).reshape(B, S, H, D).transpose(1, 2)
+        v = self._proj(value, 2).reshape(B, S, H, D).transpose(1, 2)
+        scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(D))   # [B, H, L, S]
+        if is_causal and attn_mask is None:
+            attn_mask = torch.ones(L, S, dtype=torch.bool, device=q.device).triu(1)
+        if attn_mask is not None:
+            m = attn_mask if attn_mask.dim() == 2 else attn_mask.reshape(B, H, L, S)
+            scores = scores.masked_fill(m, float("-inf")) if m.dtype == torch.bool else scores + m
+        if key_padding_mask is not None:
+            kpm = key_padding_mask.reshape(B, 1, 1, S)
+            scores = scores.masked_fill(kpm, float("-inf")) if kpm.dtype == torch.bool else scores + kpm
+        attn = torch.softmax(scores, dim=-1)
+        if self.training and self.dropout > 0:
+            attn = F.dropout(attn, self.dropout)
+        out = torch.matmul(attn, v).transpose(1, 2).reshape(B, L, self.embed_dim)
+        out = self.out_proj(out)
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        weights = None
+        if need_weights:
+            weights = attn.mean(1) if average_attn_weights else attn
+        return out, weights
+
+
+def explicit_mha(mha: nn.MultiheadAttention, check: bool = True, atol: float = 1e-4) -> ExplicitMultiheadAttention:
+    """Build an :class:`ExplicitMultiheadAttention` sharing ``mha``'s parameters; verify it numerically."""
+    exp = ExplicitMultiheadAttention(mha)
+    if check:
+        p = next(mha.parameters())
+        g = torch.Generator().manual_seed(0)
+        shape = (2, 5, mha.embed_dim) if mha.batch_first else (5, 2, mha.embed_dim)
+        xq = torch.randn(shape, generator=g).to(p)
+        was = mha.training
+        mha.eval()
+        exp.eval()
+        with torch.no_grad():
+            ref, _ = mha(xq, xq, xq, need_weights=False)
+            got, _ = exp(xq, xq, xq, need_weights=False)
+        mha.train(was)
+        exp.train(was)
+        err = float((ref - got).abs().max())
+        if not err <= atol * max(1.0, float(ref.abs().max())):
+            raise SpikevitError(f"explicit rewrite of nn.MultiheadAttention disagrees with it (max error {err:.3g})")
+    return exp
+
+
+# ----------------------------------------------------------------------------------------------------------
+# routing softmax / SDPA through the spiking softmax
+# ----------------------------------------------------------------------------------------------------------
+def _arg(args, kwargs, i, name, default=None):
+    if len(args) > i:
+        return args[i]
+    return kwargs.get(name, default)
+
+
+class _AttentionMode(TorchFunctionMode):
+    """Inside one attention module's forward: softmax -> owner's softmax, SDPA decomposed, matmuls counted."""
+
+    def __init__(self, owner: "SpikingAttention"):
+        super().__init__()
+        self.owner = owner
+        self.attn_tensors: list[torch.Tensor] = []      # outputs of the softmax (and dropout of them)
+
+    def _is_attn(self, t) -> bool:
+        return any(t is a for a in self.attn_tensors)
+
+    def _softmax(self, x, dim, dtype=None):
+        out = self.owner.apply_softmax(x if dtype is None else x.to(dtype), dim)
+        self.attn_tensors.append(out)
+        return out
+
+    def _matmul(self, func, a, b, args, kwargs):
+        out = func(*args, **kwargs)
+        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() >= 2 and b.dim() >= 2:
+            macs = out.numel() * a.shape[-1]
+            self.owner.record_matmul("av" if self._is_attn(a) else "qk", macs)
+        return out
+
+    def _sdpa(self, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        L, S = q.shape[-2], k.shape[-2]
+        if enable_gqa and k.shape[-3] != q.shape[-3]:
+            rep = q.shape[-3] // k.shape[-3]
+            k, v = k.repeat_interleave(rep, -3), v.repeat_interleave(rep, -3)
+        scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+        scores = torch.matmul(q, k.transpose(-2, -1)) * scale
+        self.owner.record_matmul("qk", scores.numel() * q.shape[-1])
+        if is_causal:
+            causal = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
+            scores = scores.masked_fill(~causal, float("-inf"))
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+        attn = self.owner.apply_softmax(scores, -1)
+        if dropout_p > 0:
+            attn = F.dropout(attn, dropout_p)
+        out = torch.matmul(attn, v)
+        self.owner.record_matmul("av", out.numel() * attn.shape[-1])
+        return out
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _SOFTMAX:
+            return self._softmax(args[0], _arg(args, kwargs, 1, "dim"), kwargs.get("dtype"))
+        if func in _SDPA:
+            return self._sdpa(*args, **kwargs)
+        if func in _MATMUL:
+            return self._matmul(func, args[0], args[1], args, kwargs)
+        out = func(*args, **kwargs)
+        if func in _DROPOUT and self._is_attn(args[0]):
+            self.attn_tensors.append(out)
+        return out
+
+
+class SpikingAttention(nn.Module):
+    """Wraps one attention module; its softmax runs as ``spiking_softmax`` (or exactly, if ``None``).
+
+    Statistics of the last forward: ``macs`` = ``{"qk": ..., "av": ...}`` multiply-accumulates of the
+    attention products; the spiking softmax keeps its own spike counts.
+    """
+
+    def __init__(self, inner: nn.Module, spiking_softmax: SpikingSoftmax | None, index: int):
+        super().__init__()
+        self.inner = inner
+        self.spiking_softmax = spiking_softmax
+        self.index = index
+        self.macs = {"qk": 0, "av": 0}
+        self.softmax_calls = 0
+
+    @property
+    def converted(self) -> bool:
+        return self.spiking_softmax is not None
+
+    def apply_softmax(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        self.softmax_calls += 1
+        if self.spiking_softmax is None:
+            return torch.softmax(x, dim)
+        if dim not in (-1, x.dim() - 1):
+            return self.spiking_softmax(x.transpose(dim, -1)).transpose(dim, -1)
+        return self.spiking_softmax(x)
+
+    def record_matmul(self, kind: str, macs: int) -> None:
+        self.macs[kind] += int(macs)
+
+    def forward(self, *args, **kwargs):
+        self.macs = {"qk": 0, "av": 0}
+        self.softmax_calls = 0
+        with _AttentionMode(self):
+            return self.inner(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"index={self.index}, converted={self.converted}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# finding attention modules
+# ----------------------------------------------------------------------------------------------------------
+_SOURCE_CACHE: dict[type, bool] = {}
+
+
+def _calls_softmax(cls: type) -> bool:
+    """Does ``cls.forward`` (own source, not inherited from torch.nn) call softmax or SDPA?"""
+    if cls not in _SOURCE_CACHE:
+        fwd = getattr(cls, "forward", None)
+        ok = False
+        if fwd is not None and not cls.__module__.startswith("torch."):
+            try:
+                src = inspect.getsource(fwd)
+            except (OSError, TypeError):
+                src = ""
+            ok = ".softmax(" in src or "softmax(" in src.replace("log_softmax(", "") or \
+                "scaled_dot_product_attention(" in src
+        _SOURCE_CACHE[cls] = ok
+    return _SOURCE_CACHE[cls]
+
+
+def find_attention(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Attention modules of ``model`` in module order: ``[(qualified name, module)]``.
+
+    A module counts if it is an ``nn.MultiheadAttention`` or an already-converted
+    :class:`SpikingAttention`, or if its own ``forward`` calls softmax / scaled-dot-product attention;
+    the outermost such module is taken (nothing inside a found one is searched).
+    """
+    found: list[tuple[str, nn.Module]] = []
+
+    def visit(prefix: str, mod: nn.Module) -> None:
+        for name, child in mod.named_children():
+            q = f"{prefix}.{name}" if prefix else name
+            if isinstance(child, (nn.MultiheadAttention, SpikingAttention, ExplicitMultiheadAttention)) or \
+                    (not isinstance(child, (nn.Softmax, SpikingSoftmax)) and _calls_softmax(type(child))):
+                found.append((q, child))
+            else:
+                visit(q, child)
+
+    visit("", model)
+    return found
+
+
+def _set_child(model: nn.Module, qualified: str, new: nn.Module) -> None:
+    parent_name, _, attr = qualified.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new)
+
+
+def _select_blocks(n: int, blocks) -> set[int]:
+    if blocks is None:
+        return set(range(n))
+    if isinstance(blocks, bool):
+        raise SpikevitError("blocks must be None, a count or a list of block indices")
+    if isinstance(blocks, int):
+        require(0 <= blocks <= n, f"blocks={blocks}: the model has {n} attention blocks")
+        return set(range(blocks))
+    sel = set()
+    for b in blocks:
+        require(isinstance(b, int) and -n <= b < n, f"block index {b!r} out of range (model has {n} attention blocks)")
+        sel.add(b % n)
+    return sel
+
+
+def _parse_activations(activations) -> list[str]:
+    if activations in (None, False, (), []):
+        return []
+    if activations == "all" or activations is True:
+        return list(ACTIVATIONS)
+    if isinstance(activations, str):
+        activations = [a.strip() for a in activations.split(",") if a.strip()]
+    bad = [a for a in activations if a not in ACTIVATIONS]
+    require(not bad, f"cannot convert activations {bad}; choose from {sorted(ACTIVATIONS)} or 'all'")
+    return list(activations)
+
+
+def convert(model: nn.Module, *, steps: int = 12, blocks: int | Iterable[int] | None = None,
+            squeeze: str | None = None, activations: str | Iterable[str] | None = (),
+            activation_steps: int | None = None, norm_steps: int | None = None, inplace: bool = False,
+            softmax_params: dict | None = None) -> nn.Module:
+    """SIT-convert ``model``: the softmax of the selected attention blocks becomes a spiking softmax.
+
+    Args:
+        steps: K of the SI-exp neurons (shipped: 4..16).
+        blocks: ``None`` (all attention blocks), a count ``n`` (the first n, in module order) or a list
+            of block indices; the other blocks keep the exact softmax (``blocks=0`` is the ANN).
+        squeeze: ``None``, ``"sigmoid"`` (paper: logits into (0, 1), fine-tune afterwards) or ``"tanh"``.
+        activations: elementwise activation modules to replace, inside the converted blocks, by fitted
+            few-spike neurons: names among ``gelu``, ``silu``, ``sigmoid``, or ``"all"``.
+        activation_steps: K of those neurons (default ``steps``).
+        norm_steps: SI-norm time steps (``None``: the paper's real-valued fast form).
+        inplace: modify ``model`` itself instead of a deep copy.
+
+    Returns the converted model (eval mode unchanged).  Raises :class:`SpikevitError` if the model has
+    no attention that can be converted.
+    """
+    require(isinstance(model, nn.Module), f"convert() needs an nn.Module, got {type(model).__name__}")
+    acts = _parse_activations(activations)
+    net = model if inplace else copy.deepcopy(model)
+    found = find_attention(net)
+    if not found:
+        raise SpikevitError(
+            f"{type(model).__name__}: no attention block to convert (looked for nn.MultiheadAttention and modules "
+            "whose forward calls softmax or F.scaled_dot_product_attention, e.g. torchvision/timm ViT, DeiT, "
+            "EdgeNeXt, spikevit's vit-cifar-* models)")
+    selected = _select_blocks(len(found), blocks)
+    for i, (name, mod) in enumerate(found):
+        inner = mod.inner if isinstance(mod, SpikingAttention) else mod
+        if isinstance(inner, nn.MultiheadAttention):
+            inner = explicit_mha(inner)
+        ss = None
+        if i in selected:
+            ss = SpikingSoftmax(steps, dim=-1, squeeze=squeeze, norm_steps=norm_steps, params=softmax_params)
+            p = next(net.parameters(), None)
+            if p is not None:
+                ss = ss.to(p.device)
+        _set_child(net, name, SpikingAttention(inner, ss, i))
+        if i in selected and acts:
+            parent_name = name.rpartition(".")[0]
+            parent = net.get_submodule(parent_name) if parent_name else net
+            _convert_activations(parent, acts, activation_steps or steps)
+    net.sit_conversion = {"steps": steps, "blocks": sorted(selected), "attention_blocks": len(found),
+                          "squeeze": squeeze, "activations": acts, "norm_steps": norm_steps}
+    return net
+
+
+def _convert_activations(root: nn.Module, acts: list[str], steps: int) -> int:
+    n = 0
+    for name, mod in list(root.named_modules()):
+        for act in acts:
+            if type(mod) is ACTIVATIONS[act] and name:
+                if act == "gelu" and getattr(mod, "approximate", "none") != "none":
+                    continue
+                fs = FewSpikeActivation(act, steps)
+                _set_child(root, name, fs)
+                n += 1
+    return n
+
+
+def attention_modules(model: nn.Module) -> list[SpikingAttention]:
+    """The :class:`SpikingAttention` wrappers of a converted model, in block order."""
+    return [m for m in model.modules() if isinstance(m, SpikingAttention)]

@@ -1,0 +1,110 @@
+"""``SpikingSoftmax`` (SI-exp + SI-norm neurons) and few-spike activations, thin modules over
+:mod:`spikevit.functional.fewspike`.
+
+Both keep the spike statistics of their last forward pass (``last_spikes``: spikes summed over
+neurons and time steps, ``last_neurons``: number of neurons, i.e. input elements) so that forward
+hooks (:class:`spikevit.conversion.SpikeCounter`) can accumulate spikes per layer.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spikevit.errors import SpikevitError, require
+from spikevit.functional.fewspike import fs_neuron_with_count, si_norm_fast
+
+SQUEEZES = {"sigmoid": torch.sigmoid, "tanh": torch.tanh}
+
+
+def _squeeze_fn(squeeze: str | None):
+    if squeeze in (None, "none"):
+        return None
+    if squeeze not in SQUEEZES:
+        raise SpikevitError(f"unknown squeeze {squeeze!r}; choose from None, {sorted(SQUEEZES)}")
+    return SQUEEZES[squeeze]
+
+
+class SpikingSoftmax(nn.Module):
+    """Drop-in replacement of ``softmax(x, dim)`` by the SIT spiking softmax (paper Eq. 1).
+
+    ``exp_i = SI-exp(s(x_i))`` (K-step few-spike neuron fitted to exp on [-1, 1]),
+    ``Vth = sum_j exp_j``, ``out_i = SI-norm(exp_i, Vth)``.
+
+    Args:
+        steps: K, time steps of the SI-exp neurons (shipped fits: 4..16).
+        dim: softmax dimension.
+        squeeze: optional range restriction ``s`` of the inputs, ``None``, ``"sigmoid"`` (the paper's,
+            into (0, 1)) or ``"tanh"`` (into (-1, 1)); the SI-exp neuron is only fitted on [-1, 1].
+        norm_steps: ``None`` for the real-valued SI-norm output (paper Eq. 10), or the number of
+            SI-norm time steps (output quantised to multiples of ``1/norm_steps``).
+        params: ``{"T", "h", "d"}`` to use instead of the shipped fit.
+
+    Entries equal to ``-inf`` (masked attention) get 0.  Shapes: ``[*]`` -> ``[*]``.
+    """
+
+    def __init__(self, steps: int = 12, dim: int = -1, squeeze: str | None = None,
+                 norm_steps: int | None = None, params: dict | None = None):
+        super().__init__()
+        if params is None:
+            from spikevit.conversion.params import si_exp_parameters
+
+            params = si_exp_parameters(steps)
+        require(params["T"].numel() == steps, f"params have {params['T'].numel()} steps, expected {steps}")
+        require(norm_steps is None or norm_steps >= 1, f"norm_steps must be >= 1 or None, got {norm_steps}")
+        self.steps, self.dim, self.squeeze, self.norm_steps = steps, dim, squeeze, norm_steps
+        self._squeeze = _squeeze_fn(squeeze)
+        for name in ("T", "h", "d"):
+            self.register_buffer(name, torch.as_tensor(params[name], dtype=torch.float32).clone())
+        self.last_spikes = 0.0
+        self.last_neurons = 0
+        self.last_norm_spikes = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        xf = x.float()
+        masked = torch.isneginf(xf)
+        s = self._squeeze(xf) if self._squeeze is not None else xf
+        e, count = fs_neuron_with_count(s, self.T, self.h, self.d)
+        if masked.any():
+            e = e.masked_fill(masked, 0.0)
+            count = count.masked_fill(masked, 0.0)
+        vth = e.sum(self.dim, keepdim=True)
+        ok = vth > 0
+        out = si_norm_fast(e, torch.where(ok, vth, torch.ones_like(vth)), self.norm_steps)
+        out = torch.where(ok, out, torch.zeros_like(out))
+        self.last_spikes = float(count.sum())
+        self.last_neurons = x.numel()
+        self.last_norm_spikes = None if self.norm_steps is None else float((out * self.norm_steps).round().sum())
+        return out.to(dtype)
+
+    def extra_repr(self) -> str:
+        return f"steps={self.steps}, dim={self.dim}, squeeze={self.squeeze}, norm_steps={self.norm_steps}"
+
+
+class FewSpikeActivation(nn.Module):
+    """Elementwise activation (GELU, SiLU, sigmoid, exp) computed by a fitted K-step few-spike neuron.
+
+    Inputs outside the fitting domain saturate (the neuron's output is bounded).  ``[*]`` -> ``[*]``.
+    """
+
+    def __init__(self, function: str, steps: int = 12, params: dict | None = None):
+        super().__init__()
+        if params is None:
+            from spikevit.conversion.params import few_spike_parameters
+
+            params = few_spike_parameters(function, steps)
+        self.function, self.steps = function, steps
+        self.domain = tuple(params.get("domain", (float("nan"), float("nan"))))
+        for name in ("T", "h", "d"):
+            self.register_buffer(name, torch.as_tensor(params[name], dtype=torch.float32).clone())
+        self.last_spikes = 0.0
+        self.last_neurons = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, count = fs_neuron_with_count(x.float(), self.T, self.h, self.d)
+        self.last_spikes = float(count.sum())
+        self.last_neurons = x.numel()
+        return out.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"function={self.function}, steps={self.steps}, domain={self.domain}"
