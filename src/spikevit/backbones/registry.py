@@ -73,9 +73,30 @@ def list_backbones() -> list[str]:
     return sorted(BACKBONES)
 
 
+class ConvertMode:
+    """PIL image -> given mode ("L" or "RGB"); tensors pass through. Picklable, with a telling repr."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def __call__(self, im):
+        return im.convert(self.mode) if hasattr(im, "convert") else im
+
+    def __repr__(self):
+        return f"ConvertMode({self.mode!r})"
+
+
+class Flatten:
+    def __call__(self, x):
+        return x.flatten()
+
+    def __repr__(self):
+        return "Flatten()"
+
+
 def image_transform(size: int, resize: int | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Callable:
     """RGB image -> normalised tensor at ``size`` x ``size`` (grey images are repeated to RGB)."""
-    ops = [T.Lambda(lambda im: im.convert("RGB"))]
+    ops = [ConvertMode("RGB")]
     ops += [T.Resize(resize or size, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
             T.CenterCrop(size)]
     ops += [T.ToTensor(), T.Normalize(mean, std)]
@@ -85,7 +106,7 @@ def image_transform(size: int, resize: int | None = None, mean=IMAGENET_MEAN, st
 def pixel_transform(mean: tuple[float, ...], std: tuple[float, ...]) -> Callable:
     """Image -> flattened pixels normalised with the dataset's mean/std (greyscale when 1 channel)."""
     mode = "L" if len(mean) == 1 else "RGB"
-    return T.Compose([T.Lambda(lambda im: im.convert(mode) if hasattr(im, "convert") else im), T.ToTensor(), T.Normalize(mean, std), T.Lambda(lambda x: x.flatten())])
+    return T.Compose([ConvertMode(mode), T.ToTensor(), T.Normalize(mean, std), Flatten()])
 
 
 def load_state_dict_file(path: str | Path) -> dict:

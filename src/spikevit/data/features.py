@@ -79,14 +79,16 @@ def extract_features(dataset: str, data_root, split: str, backbone: str, cache: 
     manifest = {"dataset": dataset, "split": split, "backbone": bb.name, "weights": str(weights),
                 "rows": len(rows), "shard_size": shard_size, "shards": n_shards,
                 "classes": list(getattr(ds, "classes", [])), "image_size": image_size,
-                "rows_sha1": hashlib.sha1(rows.numpy().tobytes()).hexdigest()}
+                "rows_sha1": hashlib.sha1(rows.numpy().tobytes()).hexdigest(),
+                "transform": _describe(bb.transform), "feature_dim": bb.spec.feature_dim}
     out.mkdir(parents=True, exist_ok=True)
     mpath = out / "manifest.json"
     if mpath.exists():
         old = json.loads(mpath.read_text())
-        if any(old.get(k) != manifest[k] for k in ("rows", "shard_size", "backbone", "rows_sha1")):
-            raise SpikevitError(f"{out} holds an extraction with different settings "
-                                f"(rows/shard size/backbone); delete it or use another --cache")
+        changed = [k for k in ("rows", "shard_size", "backbone", "rows_sha1", "transform") if old.get(k) != manifest[k]]
+        if changed:
+            raise SpikevitError(f"{out} holds an extraction with different settings ({', '.join(changed)}); "
+                                "delete it or use another --cache")
     mpath.write_text(json.dumps(manifest, indent=2))
     todo = [i for i in range(n_shards) if not _shard_ok(out / f"shard-{i:05d}.safetensors")]
     if not todo:
@@ -114,6 +116,12 @@ def extract_features(dataset: str, data_root, split: str, backbone: str, cache: 
                      | {"shard": i, "seconds": time.perf_counter() - t0, "device": str(dev)})
     bar.close()
     return out
+
+
+def _describe(transform) -> str:
+    """Stable text form of a preprocessing pipeline (lambdas reduced to their role)."""
+    text = repr(transform)
+    return " ".join(line.split(" at 0x")[0].strip() for line in text.splitlines())
 
 
 def _shard_ok(path: Path) -> bool:
