@@ -93,3 +93,13 @@ def test_missing_root_and_unknown_dataset(tmp_path):
         load_dataset("svhn", tmp_path, "train")
     with pytest.raises(SpikevitError, match="needs --data-root"):
         load_dataset("mnist", None, "train")
+
+
+def test_cache_made_with_other_preprocessing_is_refused(tmp_path):
+    folder = extract_features("digits", None, "test", "pixels", tmp_path, show_progress=False)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert "ConvertMode('L')" in manifest["transform"]       # greyscale digits: 64 features, not 3 x 64
+    manifest["transform"] = manifest["transform"].replace("'L'", "'RGB'")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SpikevitError, match="different settings \\(transform\\)"):
+        extract_features("digits", None, "test", "pixels", tmp_path, show_progress=False)
