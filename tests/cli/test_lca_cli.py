@@ -79,3 +79,19 @@ def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "spikevit.cli.main", "lca", "run", "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "--dictionary-size" in out and "--lam" in out
+
+
+def test_limit_reuses_a_complete_full_cache(tmp_path, capsys):
+    import torch
+    from spikevit.data import extract_features, load_features
+    from spikevit.cli import lca as lca_cli
+    from spikevit.data.features import subset_indices
+
+    cache = tmp_path / "cache"
+    full = load_features(extract_features("digits", None, "test", "pixels", cache, show_progress=False))
+    from spikevit.cli.main import build_parser
+    args = build_parser().parse_args(["lca", "run", "--cache", str(cache), "--limit-test", "100"])
+    sub = lca_cli._features(args, "test")
+    rows = subset_indices(540, 100)
+    assert torch.equal(sub.features, full.features[rows]) and torch.equal(sub.index, full.index[rows])
+    assert not (cache / "digits" / "pixels" / "test-n100").exists()   # nothing was re-extracted

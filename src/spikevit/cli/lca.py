@@ -108,7 +108,21 @@ def _extract(args, split):
 
 
 def _features(args, split):
-    from spikevit.data.features import load_features
+    """Features of ``split``; a --limit subset is cut from a complete full-split cache when one exists
+    (same seeded rows as a limited extraction, no recomputation)."""
+    from spikevit.data.features import feature_dir, load_features, subset_indices, FeatureSet
+    from spikevit.errors import SpikevitError
+
+    limit = args.limit_train if split == "train" else args.limit_test
+    if limit:
+        full = feature_dir(args.cache, args.dataset, args.backbone, split, args.weights, None, args.image_size)
+        try:
+            fs = load_features(full)
+        except SpikevitError:
+            fs = None
+        if fs is not None and limit < fs.features.shape[0]:
+            rows = subset_indices(fs.features.shape[0], limit)
+            return FeatureSet(fs.features[rows], fs.labels[rows], fs.index[rows], fs.meta | {"rows": int(limit)})
     return load_features(_extract(args, split))
 
 
