@@ -276,7 +276,8 @@ def _reconstruct(phiT: torch.Tensor, n: int, flat: torch.Tensor, vals: torch.Ten
     """(n, N) phi a for the active (sorted flat index, value) pairs: work proportional to the active atoms."""
     if flat.numel() == 0:
         return torch.zeros(n, phiT.shape[1], dtype=phiT.dtype, device=phiT.device)
-    a = torch.sparse_coo_tensor(torch.stack([flat // M, flat % M]), vals, (n, M), is_coalesced=True)
+    a = torch.sparse_coo_tensor(torch.stack([flat // M, flat % M]), vals, (n, M), is_coalesced=True,
+                                check_invariants=False)
     return torch.sparse.mm(a, phiT)
 
 

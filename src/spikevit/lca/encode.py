@@ -16,10 +16,13 @@ BACKENDS: dict[str, Callable[..., LCATrace]] = {
     "active": lca_active,       # event-driven: safe screening, exact work on tracked atoms only
 }
 
-# Below this many atoms the active backend's bookkeeping costs more than it saves (measured by
-# benchmarks/lca_encode.py on this 2-core CPU); on GPUs the dense product is cheap and the
-# screening's many small kernels and host syncs are not, so "factored" is used there.
-ACTIVE_MIN_ATOMS = 4096
+# Dictionary size from which "auto" picks the active backend on CPU (None: never).  The active
+# backend performs ~10x fewer FLOPs than "factored" at M >= 5,000 (benchmarks/lca_encode.py), but
+# it runs many small kernels; on the shared, oversubscribed 2-core CPU it was measured slower in
+# wall-clock than the factored form's single large product per step, so "auto" stays on
+# "factored" until a quiet-machine measurement says otherwise.  On GPUs the dense product is
+# cheap and the screening's host syncs are not: "factored" there too.
+ACTIVE_MIN_ATOMS: int | None = None
 
 
 def register_backend(name: str, fn: Callable[..., LCATrace]) -> None:
@@ -31,13 +34,13 @@ def choose_backend(n: int, m: int, device: torch.device | None = None) -> str:
     """Pick the cheapest exact backend for an (N, M) dictionary on ``device``.
 
     The dense Gramian only pays off when M <= N (G is then no larger than phi);
-    on CPU the active-set backend wins from a few thousand atoms on; otherwise
-    the factored form.
+    otherwise the factored form (or the active backend on CPU from
+    ``ACTIVE_MIN_ATOMS`` atoms on, when that is set).
     """
     if m <= n:
         return "gramian"
     dev_type = torch.device(device).type if device is not None else "cpu"
-    if dev_type == "cpu" and m >= ACTIVE_MIN_ATOMS:
+    if dev_type == "cpu" and ACTIVE_MIN_ATOMS is not None and m >= ACTIVE_MIN_ATOMS:
         return "active"
     return "factored"
 
