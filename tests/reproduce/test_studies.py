@@ -16,8 +16,8 @@ def _doc(path):
 
 
 def test_overcompleteness_rises_and_resumes(run_kwargs):
-    over = {"dataset": "digits", "sizes": "64,256,5000", "test_images": "150", "shallow_train_size": "200",
-            "batch": "150"}
+    over = {"dataset": "digits", "sizes": "64,256,5000", "test_images": "80", "shallow_train_size": "100",
+            "batch": "80"}
     path = run_reproduction("overcompleteness", overrides=over, **run_kwargs)
     doc = _doc(path)
     rows = doc["results"]["rows"]
@@ -74,9 +74,11 @@ def test_hyperparameter_grid(run_kwargs):
             lo, hi = (next(r for r in rows if r["K"] == k and r["tau"] == tau and r["lam"] == lam)
                       for lam in (0.3, 4.0))
             assert hi["M_hat"] <= lo["M_hat"]                          # a higher threshold never fires more here
-    k10 = [r for r in rows if r["K"] == 10]
-    k50 = [r for r in rows if r["K"] == 50]
-    assert max(r["inference_GFLOPs"] for r in k10) < min(r["inference_GFLOPs"] for r in k50)
+    for r10 in (r for r in rows if r["K"] == 10):
+        # K = 10 runs the first 10 steps of the K = 50 trajectory: never more active-neuron work
+        r50 = next(r for r in rows if r["K"] == 50 and (r["lam"], r["tau"]) == (r10["lam"], r10["tau"]))
+        assert 10 * r10["M_hat"] <= 50 * r50["M_hat"] + 1e-9
+        assert r10["inference_GFLOPs"] < r50["inference_GFLOPs"]
     assert (path.parent / "hyperparameters-digits-pixels-heatmap.png").is_file()
 
 

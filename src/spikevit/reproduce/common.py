@@ -181,6 +181,15 @@ def save_figure(fig, path: Path) -> Path:
 # --------------------------------------------------------------------------- resumable partial results
 
 
+def _plain(x):
+    """JSON fallback for tensors and numpy arrays / scalars."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().tolist()
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    raise TypeError(f"cannot store {type(x).__name__} in a partial result")
+
+
 class Partial:
     """Finished pieces of a long reproduction, kept in ``<name>-partial.json`` so a rerun resumes.
 
@@ -204,9 +213,7 @@ class Partial:
         return self.done.get(key)
 
     def put(self, key: str, value) -> None:
-        from spikevit.reports import _jsonable
-
-        self.done[key] = _jsonable(value)
+        self.done[key] = json.loads(json.dumps(value, default=_plain))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"params": self.params, "done": self.done}))
