@@ -48,7 +48,8 @@ def test_resnet152_table_path_offline(data_slices, tmp_path):
 def test_efficientnet_v2_s_row_offline(data_slices, tmp_path):
     ctx = Context("dseld-table6", **_ctx(tmp_path, data_slices))
     params = {"weights": "none", "image_size": 64, "download": False, "train_images": 6, "test_images": 3,
-              "M": 0, "shallow_train_size": 0, "lam": 2.0, "tau": 100.0, "steps": 100, "batch": 8, "seed": 0}
+              "M": 0, "shallow_train_size": 0, "lam": 2.0, "tau": 100.0, "steps": 100, "batch": 8, "seed": 0,
+              "backend": "auto", "workers": 0, "extract_batch": 8}
     out = run_row(ctx, params, "cifar10", "efficientnet_v2_s", {"max_sum": 75.41}, 50000)
     assert out["row"]["N"] == 1280 and out["row"]["paper_max_sum"] == 75.41
     assert out["active_mean"].shape == (100,)

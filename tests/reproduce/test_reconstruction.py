@@ -64,8 +64,8 @@ def test_random_dictionary_is_unit_norm_gaussian():
 
 
 def test_tiny_run_dataset_dictionary_ahead(run_kwargs):
-    path = run_reproduction("reconstruction", overrides={"datasets": "digits", "images": "12", "steps": "400",
-                                                         "batch": "12"}, **run_kwargs)
+    path = run_reproduction("reconstruction", overrides={"datasets": "digits", "images": "10", "steps": "300",
+                                                         "batch": "10"}, **run_kwargs)
     doc = json.loads(path.read_text())
     rows = {r["dictionary"]: r for r in doc["results"]["summary"]}
     assert rows["dataset"]["M"] == rows["random"]["M"] == 128          # 2 N with N = 64

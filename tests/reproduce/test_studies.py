@@ -16,8 +16,8 @@ def _doc(path):
 
 
 def test_overcompleteness_rises_and_resumes(run_kwargs):
-    over = {"dataset": "digits", "sizes": "64,256,5000", "test_images": "80", "shallow_train_size": "100",
-            "batch": "80"}
+    over = {"dataset": "digits", "sizes": "64,256,5000", "test_images": "60", "shallow_train_size": "60",
+            "batch": "60"}
     path = run_reproduction("overcompleteness", overrides=over, **run_kwargs)
     doc = _doc(path)
     rows = doc["results"]["rows"]

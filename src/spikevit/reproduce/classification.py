@@ -29,10 +29,13 @@ PARAMS = {
     "shallow_train_size": 5000,     # training codes for the shallow NN where the paper reports it (0: skip)
     "lam": 2.0, "tau": 100.0, "steps": 100,
     "batch": 250,
-    "download": False,
+    "backend": "auto",
+    "download": False,              # let torchvision download CIFAR-10/100 into --data-root
+    "workers": 0,                   # data-loader processes for feature extraction (e.g. 8 on a GPU box)
+    "extract_batch": 64,            # images per backbone batch
     "seed": 0,
 }
-QUICK = {"test_images": 2000, "shallow_train_size": 2000}
+QUICK = {"test_images": 1000, "shallow_train_size": 1000}
 
 # table -> rows (dataset, backbone, paper label, paper numbers by decoder, paper dictionary size)
 TABLES = {
@@ -76,7 +79,8 @@ def table_rows(table: str, datasets: str = "all") -> list[tuple]:
 def run_row(ctx: Context, p: dict, dataset: str, backbone: str, paper: dict, paper_m: int) -> dict:
     size = p["image_size"] or None
     train_limit = p["train_images"] or (IMAGENET_TRAIN_IMAGES if dataset == "imagenet" else None)
-    kw = dict(weights=p["weights"], image_size=size, download=p["download"])
+    kw = dict(weights=p["weights"], image_size=size, download=p["download"], num_workers=p["workers"],
+              batch_size=p["extract_batch"])
     train = features(ctx, dataset, backbone, "train", limit=train_limit, **kw)
     test = features(ctx, dataset, backbone, "test", limit=p["test_images"] or None, **kw)
     m = p["M"] or paper_m
@@ -85,7 +89,8 @@ def run_row(ctx: Context, p: dict, dataset: str, backbone: str, paper: dict, pap
                                  backbone=train.backbone, dataset=dataset)
     shallow = p["shallow_train_size"] if "shallow" in paper else 0
     ev = evaluate(d, test, train if shallow else None, lam=p["lam"], tau=p["tau"], steps=p["steps"],
-                  batch_size=p["batch"], device=ctx.device, shallow_train_size=shallow, seed=p["seed"])
+                  batch_size=p["batch"], backend=p["backend"], device=ctx.device, shallow_train_size=shallow,
+                  seed=p["seed"])
     row = {"dataset": dataset, "backbone": backbone, "weights": p["weights"], "N": d.feature_dim, "M": d.size,
            "paper_M": paper_m, "train_images": total, "test_images": int(test.features.shape[0])}
     for key in ("max_activation", "max_sum", "shallow"):

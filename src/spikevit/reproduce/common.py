@@ -84,7 +84,7 @@ def extract_command(dataset: str, backbone: str, split: str, cache, data_root, w
 
 def features(ctx: Context, dataset: str, backbone: str, split: str, *, weights: str = "default",
              limit: int | None = None, image_size: int | None = None, batch_size: int = 64,
-             download: bool = False) -> FeatureSet:
+             download: bool = False, num_workers: int = 0) -> FeatureSet:
     """Cached features of one split (a seeded random ``limit`` of its rows when given).
 
     A complete extraction of the whole split is reused (its rows subset with
@@ -111,11 +111,11 @@ def features(ctx: Context, dataset: str, backbone: str, split: str, *, weights: 
                 + extract_command(dataset, backbone, split, ctx.cache, ctx.data_root, weights, lim, image_size))
         return subset(load_features(folder), limit) if lim is None else load_features(folder)
     if not ctx.extract:
-        raise SpikevitError(f"no {dataset} {split} features for {backbone} in {ctx.cache}; extract them with: "
-                            f"{extract_command(dataset, backbone, split, ctx.cache, ctx.data_root, weights, limit, image_size)}")
+        cmd = extract_command(dataset, backbone, split, ctx.cache, ctx.data_root, weights, limit, image_size)
+        raise SpikevitError(f"no {dataset} {split} features for {backbone} in {ctx.cache}; extract them with: {cmd}")
     return load_features(extract_features(dataset, ctx.data_root, split, backbone, ctx.cache, weights=weights,
                                           batch_size=batch_size, limit=limit, device=ctx.device,
-                                          image_size=image_size, download=download))
+                                          image_size=image_size, download=download, num_workers=num_workers))
 
 
 def subset(fs: FeatureSet, limit: int | None) -> FeatureSet:

@@ -42,6 +42,7 @@ PARAMS = {
     "shallow_train_size": 2000,
     "lam": 2.0, "tau": 100.0, "steps": 100,
     "batch": 250,
+    "backend": "auto",
     "seed": 0,
 }
 QUICK = {"learn_images": 3000, "epochs": 2, "recon_images": 10, "recon_steps": rec.QUICK["steps"],
@@ -150,14 +151,16 @@ def run(ctx: Context, p: dict):
 
     acc_rows = partial.get("classification")
     if acc_rows is None:
-        kw = dict(lam=p["lam"], tau=p["tau"], steps=p["steps"], batch_size=p["batch"], device=ctx.device,
+        kw = dict(lam=p["lam"], tau=p["tau"], steps=p["steps"], batch_size=p["batch"], backend=p["backend"],
+                  device=ctx.device,
                   shallow_train_size=p["shallow_train_size"], seed=p["seed"])
         ev_ex = evaluate(exemplar, test, train, **kw)
         # label the learned atoms from the codes of training images outside the learning set's dictionary role
         label_rows = torch.randperm(train.features.shape[0], generator=gen)[:p["shallow_train_size"] or 1000]
         codes = torch.cat([o.codes for _, o in encode_batches(learned.atoms, train.features[label_rows],
                                                                batch_size=p["batch"], lam=p["lam"], tau=p["tau"],
-                                                               steps=p["steps"], show_progress=False)])
+                                                               steps=p["steps"], backend=p["backend"],
+                                                               show_progress=False)])
         labels = label_atoms(codes, train.labels[label_rows], exemplar.num_classes, learned.atoms,
                              train.features[label_rows])
         d_learned = Dictionary(learned.atoms, labels, torch.full((m,), -1, dtype=torch.long),

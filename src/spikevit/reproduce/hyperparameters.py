@@ -27,9 +27,10 @@ PARAMS = {
     "taus": "10,30,100,300",
     "steps": "10,30,100",
     "batch": 250,
+    "backend": "auto",
     "seed": 0,
 }
-QUICK = {"test_images": 300, "M": 5000, "lams": "0.3,1,2,4", "taus": "10,100", "steps": "10,100"}
+QUICK = {"test_images": 300, "M": 2000, "lams": "0.3,1,2,4", "taus": "10,100", "steps": "10,100"}
 
 PAPER = {"defaults": {"lam": 2, "tau": 100, "K": 100},
          "CIFAR-100 ResNet-152 lam=0.3 tau=100 max-sum %": 74.26,
@@ -88,7 +89,7 @@ def run(ctx: Context, p: dict):
                 row = partial.get(key)
                 if row is None:
                     ev = evaluate(d, test, None, lam=lam, tau=tau, steps=k, batch_size=p["batch"],
-                                  device=ctx.device, shallow_train_size=0, seed=p["seed"])
+                                  backend=p["backend"], device=ctx.device, shallow_train_size=0, seed=p["seed"])
                     w = lca_workload(d.size, d.feature_dim, k, ev.m_hat)
                     row = {"lam": lam, "tau": tau, "K": k, **ev.accuracy, "M_hat": ev.m_hat,
                            "M_hat_%": 100 * ev.m_hat / d.size, "silent_%": 100 * ev.silent_fraction,

@@ -23,9 +23,10 @@ PARAMS = {
     "shallow_train_size": 5000,
     "lam": 2.0, "tau": 100.0, "steps": 100,
     "batch": 250,
+    "backend": "auto",            # LCA backend (spikevit.lca.encode)
     "seed": 0,
 }
-QUICK = {"test_images": 500, "shallow_train_size": 1000, "sizes": "784,1568,6272,25088,60000"}
+QUICK = {"test_images": 200, "shallow_train_size": 500, "sizes": "784,1568,6272,25088,60000"}
 
 PAPER_AT_1568 = {"max_activation": 93.93, "max_sum": 97.48, "shallow": 98.25}   # D-SELD Table 3, M = 28*28*2
 
@@ -86,6 +87,7 @@ def run(ctx: Context, p: dict):
             d = Dictionary.from_features(train.features, train.labels, None if size >= total else size,
                                          seed=p["seed"], backbone=train.backbone, dataset=p["dataset"])
             ev = evaluate(d, test, train, lam=p["lam"], tau=p["tau"], steps=p["steps"], batch_size=p["batch"],
+                          backend=p["backend"],
                           device=ctx.device, shallow_train_size=p["shallow_train_size"], seed=p["seed"])
             done = {"row": {"M": d.size, "M_over_N": d.size / n, **ev.accuracy, "M_hat": ev.m_hat,
                             "M_hat_%": 100 * ev.m_hat / d.size, "silent_%": 100 * ev.silent_fraction,

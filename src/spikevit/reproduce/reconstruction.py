@@ -71,7 +71,10 @@ def iterations_to_converge(energy: torch.Tensor, e0: torch.Tensor, window: int =
 
 def image_metrics(original: np.ndarray, reconstructed: np.ndarray) -> dict:
     """MSE, PSNR (dB) and SSIM of 0..255 images (H, W) or (H, W, C), by scikit-image."""
-    from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+    try:
+        from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+    except ImportError:
+        raise SpikevitError("the reconstruction metrics need scikit-image: pip install scikit-image") from None
 
     channel = -1 if original.ndim == 3 else None
     mse = float(mean_squared_error(original, reconstructed))

@@ -223,7 +223,10 @@ def resolve_params(rep: Reproduction, quick: bool = False, overrides: dict | Non
 
 
 def run_reproduction(name: str, *, quick: bool = False, overrides: dict | None = None, **context):
-    """Run reproduction ``name``; ``context`` fills :class:`spikevit.reproduce.common.Context`. Returns the JSON path."""
+    """Run reproduction ``name`` and return its JSON path.
+
+    ``context`` fills :class:`spikevit.reproduce.common.Context` (data_root, cache, out, device, extract, command).
+    """
     from spikevit.reproduce.common import Context
 
     rep = get_reproduction(name)

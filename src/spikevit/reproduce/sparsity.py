@@ -22,9 +22,10 @@ PARAMS = {
     "test_images": 10000,
     "lam": 2.0, "tau": 100.0, "steps": 100,
     "batch": 100,
+    "backend": "auto",
     "seed": 0,
 }
-QUICK = {"test_images": 1000}
+QUICK = {"test_images": 300}
 
 PAPER = {"active_fraction_max_%": 1.0, "active_fraction_mean_%": 0.4, "M": 50000, "M_hat": 200,
          "shape": "peak at early steps, then decaying", "setting": "CIFAR-100, ResNet-152-V2, 10,000 test images"}
@@ -72,7 +73,8 @@ def run(ctx: Context, p: dict):
     C = max(d.num_classes, int(test.labels.max()) + 1)
     parts, preds = [], {"max_activation": [], "max_sum": []}
     for _, out in encode_batches(d.atoms, test.features, batch_size=p["batch"], trace="active", lam=p["lam"],
-                                 tau=p["tau"], steps=p["steps"], device=ctx.device):
+                                 tau=p["tau"], steps=p["steps"], backend=p["backend"],
+                                 device=ctx.device):
         parts.append(out.active.cpu())
         preds["max_activation"].append(max_activation(out.codes, d.labels.to(out.codes.device)).cpu())
         preds["max_sum"].append(class_sums(out.codes, d.labels.to(out.codes.device), C).argmax(1).cpu())
