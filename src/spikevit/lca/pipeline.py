@@ -110,7 +110,8 @@ def evaluate(dictionary: Dictionary, test: FeatureSet, train: FeatureSet | None 
     mean = act_sum / n
     std = (act_sq / n - mean ** 2).clamp_min(0).sqrt()
     m_hat = float(mean.mean())
-    workload = [lca_workload(dictionary.size, dictionary.feature_dim, k, m_hat) | {"M_hat_source": "measured"}
+    workload = [lca_workload(dictionary.size, dictionary.feature_dim, k, m_hat)
+                | {"M_hat_source": "measured" if k == steps else f"measured at K={steps}"}
                 for k in sorted({steps, 10}, reverse=True)]
     workload.append(lca_workload(dictionary.size, dictionary.feature_dim, steps, None) | {"M_hat_source": "dense (M)"})
     timing = {"feature_extraction": float(test.meta.get("extract_ms_per_image", float("nan"))),
