@@ -199,7 +199,7 @@ def _fit(model, train_set, test_set, config, out_dir, hooks, run, resume, stop_a
         if hooks.epoch_metrics is not None:
             entry["metrics"] = hooks.epoch_metrics(model)
         history.append(entry)
-        rng_all = [dict(zip(_RNG_KEYS(device), ts)) for ts in _gather_rng(device, info)]
+        rng_all = [dict(zip(_rng_keys(device), ts)) for ts in _gather_rng(device, info)]
         if out_dir is not None and info.is_main:
             save_checkpoint(last, model, opt, sched.state_dict(), epoch + 1, run, config.to_dict(), history,
                             rng_all)
@@ -226,7 +226,7 @@ class _SimulatedKill(RuntimeError):
     """Raised by ``fit(stop_after_steps=...)``; nothing after the last saved checkpoint survives."""
 
 
-def _RNG_KEYS(device):
+def _rng_keys(device):
     return sorted(rng_state_tensors(device))
 
 
