@@ -73,6 +73,7 @@ def register(sub) -> None:
     p.add_argument("--runs", default=None, help="comma list: only train/measure these runs (split a study over "
                    "processes); the report covers every finished run")
     p.add_argument("--no-report", action="store_true")
+    p.add_argument("--report-only", action="store_true", help="train nothing: report the runs already measured")
     p.add_argument("--eval-batches", type=int, default=None)
     p.add_argument("--energy-model", default="dts45nm")
     p.set_defaults(func=cmd_study)
@@ -153,7 +154,7 @@ def cmd_study(args) -> int:
     select = [r.strip() for r in args.runs.split(",")] if args.runs else None
     run_study(runs, args.dataset, args.data_root, config, args.out, args.json, args.train_subset, args.test_subset,
               args.img_size, select, not args.no_report, None, args.eval_batches, args.energy_model,
-              command="spikevit dts study " + " ".join(_argv()))
+              command="spikevit dts study " + " ".join(_argv()), train=not args.report_only)
     if not args.no_report:
         print(f"study report: {args.json}")
     return 0

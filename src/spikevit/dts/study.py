@@ -68,8 +68,11 @@ def run_study(runs: list[StudyRun], dataset: str, data_root: str | None, config:
               work_dir: str | Path, out_json: str | Path | None = None, train_subset: int | None = None,
               test_subset: int | None = None, img_size: int | None = None, select: list[str] | None = None,
               report: bool = True, fig2_run: str | None = None, eval_batches: int | None = None,
-              energy_model: str = "dts45nm", command: str = "spikevit dts study") -> dict:
-    """Train + measure every selected run (resuming / skipping finished ones), then write the report."""
+              energy_model: str = "dts45nm", command: str = "spikevit dts study", train: bool = True) -> dict:
+    """Train + measure every selected run (resuming / skipping finished ones), then write the report.
+
+    ``train=False`` only writes the report of the runs already measured (while others may still train).
+    """
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     known = {r.name for r in runs}
@@ -79,7 +82,7 @@ def run_study(runs: list[StudyRun], dataset: str, data_root: str | None, config:
     train_set, test_set = build_datasets(dataset, data_root, True, img_size, train_subset, test_subset, config.seed)
     data_info = {"dataset": dataset, "train_subset": train_subset, "test_subset": test_subset, "img_size": img_size}
     for run in runs:
-        if run.name not in select:
+        if run.name not in select or not train:
             continue
         out = work / run.name
         res = train_dts(run.spec, train_set, test_set, config, out, dataset, img_size, extra_run=data_info)
