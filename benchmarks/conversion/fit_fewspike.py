@@ -84,6 +84,19 @@ def run_unit(fn: str, K: int, args, params_path: Path, runs: Path) -> None:
     print(f"{fn} K={K}: rmse {fit.rmse:.6f} ({fit.seconds:.0f}s, stored={written})", flush=True)
 
 
+def restore_from_records(runs: Path, params_path: Path) -> None:
+    """Put every recorded fit into the parameter file unless a better one is there (lost-update safety)."""
+    from spikevit.conversion.fitting import FewSpikeFit
+
+    for path in sorted(runs.glob("*.json")):
+        r = json.loads(path.read_text())
+        fit = FewSpikeFit(r["function"], r["steps"], tuple(r["domain"]), r["n_points"],
+                          *(torch.tensor(r[k], dtype=torch.float64) for k in ("T", "h", "d")),
+                          r["rmse"], r["max_abs_error"], r["seconds"], r["evaluations"], [], r["config"])
+        if store_fit(fit, params_path):
+            print(f"restored {path.name} into {params_path}")
+
+
 def report(functions: list[str], args, params_path: Path, out: Path) -> None:
     tensors, entries = read_params(params_path)
     rows, curves = [], {}
@@ -190,6 +203,7 @@ def main() -> None:
             for K in parse_steps(args.steps):
                 t = time.time()
                 run_unit(fn, K, args, Path(args.params), runs)
+    restore_from_records(runs, Path(args.params))
     all_fns = sorted({k.split("/")[0] for k in read_params(args.params)[1]}, key=lambda n: (n != "exp", n))
     report(all_fns, args, Path(args.params), out)
 

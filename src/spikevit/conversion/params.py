@@ -8,6 +8,7 @@ nobody has to fit before converting.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,6 +40,26 @@ def store_fit(fit, path: str | os.PathLike, only_if_better: bool = True) -> bool
     An existing entry for the same function, K and domain is replaced only by a lower RMSE
     (unless ``only_if_better=False``).
     """
+    with _locked(path):
+        return _store_fit(fit, path, only_if_better)
+
+
+@contextmanager
+def _locked(path):
+    """Exclusive lock on ``<path>.lock`` (several fitting processes may merge into one file)."""
+    lock = Path(str(path) + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as fh:
+        try:
+            import fcntl
+
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except ImportError:          # non-POSIX: no locking
+            pass
+        yield
+
+
+def _store_fit(fit, path, only_if_better: bool) -> bool:
     tensors, entries = read_params(path)
     key = _key(fit.function, fit.steps)
     old = entries.get(key)
