@@ -18,4 +18,4 @@ def digits_cache(tmp_path_factory):
 @pytest.fixture
 def run_kwargs(digits_cache, tmp_path):
     """Context arguments of run_reproduction for offline tiny runs."""
-    return {"cache": digits_cache, "out": tmp_path / "results", "device": "cpu"}
+    return {"cache": digits_cache, "out": tmp_path / "results", "device": "auto"}     # as the CLI default

@@ -30,6 +30,8 @@ def test_stopping_rule_edge_cases():
     bump = torch.cat([torch.full((20,), 10.0), torch.full((30,), 4.0)])         # drop at step 21, flat after
     got = iterations_to_converge(torch.stack([flat, late, bump], 1), e0, 5, 1e-3)
     assert got.tolist() == [5, -1, 26]                             # bump: last window touching the drop ends at 25
+    blown = torch.cat([torch.full((10,), 10.0), torch.full((40,), float("nan"))])
+    assert int(iterations_to_converge(blown[:, None], e0[:1], 5, 1e-3)) == -1   # diverged is never converged
 
 
 def test_metrics_are_scikit_image_on_0_255():

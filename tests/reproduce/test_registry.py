@@ -44,8 +44,8 @@ def test_list_command_shows_names_paper_numbers_and_needs(capsys):
 def test_params_quick_and_overrides():
     rep = get_reproduction("overcompleteness")
     full, quick = rep.params(), rep.params(quick=True)
-    assert full["test_images"] == 10000 and quick["test_images"] == 500
-    assert rep.quick_changes()["test_images"] == (10000, 500)
+    assert full["test_images"] == 10000 and quick["test_images"] == 200
+    assert rep.quick_changes()["test_images"] == (10000, 200)
     p = resolve_params(rep, True, {"lam": "0.5", "test_images": "7", "sizes": "10,20"})
     assert p["lam"] == 0.5 and p["test_images"] == 7 and p["sizes"] == "10,20"
     with pytest.raises(SpikevitError, match="no parameter 'nope'"):

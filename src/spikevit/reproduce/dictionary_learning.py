@@ -63,17 +63,18 @@ def _to_images(vectors: torch.Tensor, dataset: str, shape) -> np.ndarray:
     return rec.to_uint8_range(vectors.view(-1, *shape) * std + mean)
 
 
-def reconstruction_rows(phis: dict, test_x: torch.Tensor, dataset: str, shape, p: dict) -> tuple[list, dict]:
+def reconstruction_rows(phis: dict, test_x: torch.Tensor, dataset: str, shape, p: dict,
+                        device=None) -> tuple[list, dict]:
     rp = dict(rec.PARAMS) | {"lam": p["recon_lam"], "tau": p["recon_tau"], "steps": p["recon_steps"]}
     originals = _to_images(test_x, dataset, shape)
     e0 = 0.5 * (test_x * test_x).sum(1)
     rows, recon_images = [], {}
     for name, phi in phis.items():
-        codes, energy, _, _, active = rec._code(phi, test_x, rp)
+        codes, energy, _, _, active = rec._code(phi, test_x, rp, device)
         images = _to_images(codes @ phi.T, dataset, shape)
         finite = torch.isfinite(energy).all(0)
         metrics = [rec.image_metrics(o, r) for o, r, f in zip(originals, images, finite) if bool(f)]
-        it = rec.iterations_to_converge(torch.nan_to_num(energy, nan=math.inf), e0, rp["window"], rp["rel_tol"])
+        it = rec.iterations_to_converge(energy, e0, rp["window"], rp["rel_tol"])
         conv = it[it >= 0].double()
         rows.append({"dictionary": name, "M": phi.shape[1], "images": test_x.shape[0],
                      "MSE": float(np.mean([m["MSE"] for m in metrics])) if metrics else None,
@@ -144,7 +145,7 @@ def run(ctx: Context, p: dict):
     done = partial.get("reconstruction")
     recon_x = test.features[: p["recon_images"]]
     if done is None:
-        rows, images = reconstruction_rows(phis, recon_x, p["dataset"], shape, p)
+        rows, images = reconstruction_rows(phis, recon_x, p["dataset"], shape, p, ctx.device)
         done = {"rows": rows, "images": {k: v[:8] for k, v in images.items()}}
         partial.put("reconstruction", done)
     recon_rows, shown = done["rows"], {k: np.asarray(v) for k, v in done["images"].items()}

@@ -25,6 +25,7 @@ from spikevit.data.datasets import dataset_spec
 from spikevit.errors import SpikevitError, require
 from spikevit.lca import encode_trace, select_exemplars
 from spikevit.reproduce.common import Context, pixel_images, pyplot, report, save_figure, split_targets
+from spikevit.runtime import pick_device
 
 PARAMS = {
     "datasets": "mnist,cifar10",
@@ -55,14 +56,14 @@ def iterations_to_converge(energy: torch.Tensor, e0: torch.Tensor, window: int =
 
     Smallest k >= ``window`` with |E[j] - E[j - window]| <= rel_tol * E[0]
     for every j in [k, K]; -1 where step K itself still violates it (not
-    converged within K steps).
+    converged within K steps, or a non-finite energy: diverged).
     """
     require(energy.ndim == 2 and e0.shape == (energy.shape[1],), "energy must be (K, B) and e0 (B,)")
     K = energy.shape[0]
     require(0 < window <= K, f"window must be in 1..K={K}, got {window}")
     full = torch.cat([e0[None].to(energy.dtype), energy])                 # (K + 1, B): E[0..K]
     change = (full[window:] - full[:-window]).abs()                       # j = window .. K
-    bad = change > rel_tol * e0.to(energy.dtype).abs()[None]
+    bad = ~(change <= rel_tol * e0.to(energy.dtype).abs()[None])            # NaN / inf (diverged) count as bad
     j = torch.arange(window, K + 1, device=energy.device)[:, None].expand_as(bad)
     last_bad = torch.where(bad, j, torch.full_like(j, window - 1)).amax(0)  # last violating j
     out = last_bad + 1
@@ -118,11 +119,14 @@ def to_uint8_range(images: torch.Tensor) -> np.ndarray:
 # --------------------------------------------------------------------------- the study
 
 
-def _code(phi, S, p):
-    """LCA with energy trace in batches -> codes (B, M), energy/residual/l1 (K, B), active (K, B)."""
-    parts = [encode_trace(phi, S[i:i + p["batch"]], lam=p["lam"], tau=p["tau"], steps=p["steps"], rectify=False,
-                          backend=p["backend"], trace="energy") for i in range(0, S.shape[0], p["batch"])]
-    cat = lambda name, dim: torch.cat([getattr(t, name) for t in parts], dim)  # noqa: E731
+def _code(phi, S, p, device=None):
+    """LCA with energy trace in batches -> codes (B, M), energy/residual/l1 (K, B), active (K, B) (on the CPU)."""
+    dev = pick_device(device)
+    phi = phi.to(dev)
+    parts = [encode_trace(phi, S[i:i + p["batch"]].to(dev), lam=p["lam"], tau=p["tau"], steps=p["steps"],
+                          rectify=False, backend=p["backend"], trace="energy")
+             for i in range(0, S.shape[0], p["batch"])]
+    cat = lambda name, dim: torch.cat([getattr(t, name).cpu() for t in parts], dim)  # noqa: E731
     return (cat("codes", 0), cat("energy", 1), cat("residual", 1), cat("sparsity", 1), cat("active", 1))
 
 
@@ -150,13 +154,13 @@ def run_dataset(ctx: Context, dataset: str, p: dict) -> dict:
     out = {"dataset": dataset, "N": n, "M": m, "shape": shape, "labels": labels, "test_rows": test_rows,
            "originals": originals, "classes": _class_names(dataset, ctx), "dicts": {}}
     for name, phi in dictionaries.items():
-        codes, energy, residual, l1, active = _code(phi, S, p)
+        codes, energy, residual, l1, active = _code(phi, S, p, ctx.device)
         finite = torch.isfinite(energy).all(0)
         recon = coder.decode(codes @ phi.T, offset, shape)
         rec = to_uint8_range(recon)
         metrics = [image_metrics(o, r) if bool(f) else {"MSE": math.nan, "PSNR_dB": math.nan, "SSIM": math.nan}
                    for o, r, f in zip(originals, rec, finite)]
-        iters = iterations_to_converge(torch.nan_to_num(energy, nan=math.inf), e0, p["window"], p["rel_tol"])
+        iters = iterations_to_converge(energy, e0, p["window"], p["rel_tol"])
         out["dicts"][name] = {"metrics": metrics, "iterations": iters, "energy": energy, "residual": residual,
                               "l1": l1, "active": active, "recon": rec, "diverged": int((~finite).sum())}
     return out

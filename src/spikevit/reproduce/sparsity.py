@@ -14,6 +14,7 @@ import torch
 from spikevit.lca import Dictionary, encode_batches
 from spikevit.lca.decoders import class_sums, max_activation
 from spikevit.reproduce.common import Context, features, pyplot, report, save_figure
+from spikevit.runtime import pick_device
 
 PARAMS = {
     "dataset": "cifar10",
@@ -74,7 +75,7 @@ def run(ctx: Context, p: dict):
     parts, preds = [], {"max_activation": [], "max_sum": []}
     for _, out in encode_batches(d.atoms, test.features, batch_size=p["batch"], trace="active", lam=p["lam"],
                                  tau=p["tau"], steps=p["steps"], backend=p["backend"],
-                                 device=ctx.device):
+                                 device=pick_device(ctx.device)):
         parts.append(out.active.cpu())
         preds["max_activation"].append(max_activation(out.codes, d.labels.to(out.codes.device)).cpu())
         preds["max_sum"].append(class_sums(out.codes, d.labels.to(out.codes.device), C).argmax(1).cpu())
