@@ -89,7 +89,8 @@ class DTSMeasurement:
                 "T_avg": self.t_avg, "T_by_group": self.group_steps(), "SA_percent": self.spiking_activity,
                 "firing_rate_percent": self.firing_rate, "SOPs_M": self.sops / 1e6,
                 "encoding_MMACs": e["snn"]["macs"] / 1e6,
-                "energy_uJ": {k: {kk: v * 1e6 for kk, v in d.items() if kk.endswith("_J")} for k, d in e.items()}}
+                "energy_uJ": {k: {kk[:-2] + "_uJ": v * 1e6 for kk, v in d.items() if kk.endswith("_J")}
+                              for k, d in e.items()}}
 
     def layer_rows(self) -> list[dict]:
         return [{"layer": r["name"], "group": r["group"], "T_l": r["T_l"], "neurons": int(r["neurons"]),

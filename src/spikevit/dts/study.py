@@ -140,6 +140,9 @@ def write_study_report(runs, work: Path, out_json: Path, config: TrainConfig, da
                                 "total_uJ": row["total_uJ"]})
     epoch_rows = []
     for r in done:
+        if r.spec.dts:  # the initial state: every layer keeps init_steps (at least min_steps)
+            epoch_rows.append({"run": r.name, "epoch": 0, "T_avg": float(max(r.spec.init_steps, r.spec.min_steps)),
+                               "train_loss": None, "mask_steps": None, "test_acc1": None})
         for e in _log(work, r.name):
             epoch_rows.append({"run": r.name, "epoch": e["epoch"], "T_avg": e.get("metrics", {}).get("T_avg"),
                                "train_loss": e["train"]["loss"], "mask_steps": e["train"].get("mask_steps"),
