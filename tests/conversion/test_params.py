@@ -20,14 +20,7 @@ def simulate(x, T, h, d):
     return out
 
 
-# Known gap (session 1): the fitting search for K = 13..16 had not finished when the session ended,
-# so those parameters are not shipped yet; the test stays and must pass once they are.
-_NOT_YET_FITTED = {13, 14, 15, 16}
-
-
-@pytest.mark.parametrize("K", [pytest.param(k, marks=pytest.mark.xfail(
-    k in _NOT_YET_FITTED, reason="SI-exp parameters for this K not fitted yet (open gap, issue 5)", strict=False))
-    for k in range(4, 17)])
+@pytest.mark.parametrize("K", range(4, 17))
 def test_shipped_si_exp_parameters(K):
     if K not in available("exp"):
         pytest.fail(f"no shipped SI-exp fit for K={K} (run benchmarks/conversion/fit_fewspike.py)")
