@@ -34,6 +34,14 @@ def test_stopping_rule_edge_cases():
     assert int(iterations_to_converge(blown[:, None], e0[:1], 5, 1e-3)) == -1   # diverged is never converged
 
 
+def test_median_iterations_counts_unconverged_as_largest():
+    from spikevit.reproduce.reconstruction import median_iterations
+
+    assert median_iterations(torch.tensor([30, 50, 40]), 100) == 40.0
+    assert median_iterations(torch.tensor([30, -1, -1]), 100) == ">100"
+    assert median_iterations(torch.tensor([30, 20, -1]), 100) == 30.0
+
+
 def test_metrics_are_scikit_image_on_0_255():
     rng = np.random.default_rng(0)
     img = rng.uniform(0, 255, size=(16, 16, 3))

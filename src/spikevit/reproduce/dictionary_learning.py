@@ -75,13 +75,12 @@ def reconstruction_rows(phis: dict, test_x: torch.Tensor, dataset: str, shape, p
         finite = torch.isfinite(energy).all(0)
         metrics = [rec.image_metrics(o, r) for o, r, f in zip(originals, images, finite) if bool(f)]
         it = rec.iterations_to_converge(energy, e0, rp["window"], rp["rel_tol"])
-        conv = it[it >= 0].double()
         rows.append({"dictionary": name, "M": phi.shape[1], "images": test_x.shape[0],
                      "MSE": float(np.mean([m["MSE"] for m in metrics])) if metrics else None,
                      "PSNR_dB": float(np.mean([m["PSNR_dB"] for m in metrics])) if metrics else None,
                      "SSIM": float(np.mean([m["SSIM"] for m in metrics])) if metrics else None,
-                     "iterations_median": float(conv.median()) if conv.numel() else None,
-                     "not_converged": int((it < 0).sum()), "diverged": int((~finite).sum()),
+                     "iterations_median": rec.median_iterations(it, rp["steps"]),
+                     "not_converged": int((it < 0).sum()) - int((~finite).sum()), "diverged": int((~finite).sum()),
                      "active_final_mean": float(active[-1].double().mean())})
         recon_images[name] = images
     return rows, {"originals": originals, **recon_images}
