@@ -40,8 +40,12 @@ def _overrides(items: list[str]) -> dict:
     return out
 
 
-def print_list(verbose: bool = False, file=sys.stdout) -> None:
+def print_list(verbose: bool = False, file=None) -> None:
+    """Print the reproductions to ``file`` (default: the current ``sys.stdout``, looked up at call time; a
+    ``file=sys.stdout`` default would bind whatever stream was installed when this module was first imported)."""
     from spikevit.reproduce import list_reproductions
+
+    file = sys.stdout if file is None else file
 
     for rep in list_reproductions():
         where = "offline" if rep.offline else "needs downloads/GPU"
