@@ -164,3 +164,19 @@ def test_cli_dts_train_evaluate_and_study_on_mnist_slice(data_slices, tmp_path, 
     sdoc = json.loads((study / "s.json").read_text())
     assert [r["run"] for r in sdoc["tables"]["runs"]] == ["fixed-T1", "dts-qkv+mlp-lam1e-2"]
     assert (study / "s.png").exists()
+    # a seed replicate on the same images (--data-seed 0), reported beside the first study with its spread
+    study1 = tmp_path / "study-seed1"
+    assert cli_main(["dts", "study", *common, "--fixed-t", "1", "--lambdas", "1e-2", "--groupings", "qkv+mlp",
+                     "--no-nomask", "--seed", "1", "--data-seed", "0", "--out", str(study1), "--no-report"]) == 0
+    assert cli_main(["dts", "study", *common, "--fixed-t", "1", "--lambdas", "1e-2", "--groupings", "qkv+mlp",
+                     "--no-nomask", "--out", str(study), "--json", str(study / "s.json"), "--report-only",
+                     "--replicate", f"seed1={study1}"]) == 0
+    reps = {r["run"]: r for r in json.loads((study / "s.json").read_text())["tables"]["seed replicates"]}
+    assert set(reps) == {"fixed-T1", "dts-qkv+mlp-lam1e-2"}
+    for name, r in reps.items():
+        accs = [json.loads((d / name / "measure.json").read_text())["acc1"] for d in (study, study1)]
+        assert r["n"] == 2 and r["seeds"] == "seed0,seed1"
+        assert r["acc1_mean"] == pytest.approx(sum(accs) / 2) and r["acc1_range"] == pytest.approx(max(accs) - min(accs))
+        assert json.loads((study1 / name / "measure.json").read_text())["samples"] == 40
+    assert cli_main(["dts", "study", *common, "--out", str(study), "--report-only", "--replicate", "nolabel"]) == 2
+    assert "LABEL=DIR" in capsys.readouterr().err

@@ -76,6 +76,11 @@ def register(sub) -> None:
     p.add_argument("--report-only", action="store_true", help="train nothing: report the runs already measured")
     p.add_argument("--eval-batches", type=int, default=None)
     p.add_argument("--energy-model", default="dts45nm")
+    p.add_argument("--data-seed", type=int, default=None,
+                   help="seed of the train/test subsets (default --seed): keep it fixed across seed replicates")
+    p.add_argument("--replicate", action="append", default=[], metavar="LABEL=DIR",
+                   help="a study directory of the same runs trained with another --seed; reported beside this "
+                        "one with the spread (repeatable)")
     p.set_defaults(func=cmd_study)
 
 
@@ -145,6 +150,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_study(args) -> int:
     from spikevit.dts import run_study, study_runs
+    from spikevit.errors import SpikevitError
     from spikevit.train import parse_model_args
 
     config = config_from_args(args)
@@ -152,9 +158,16 @@ def cmd_study(args) -> int:
                       [float(v) for v in args.lambdas.split(",") if v], [g for g in args.groupings.split(";") if g],
                       not args.no_nomask, args.min_steps, parse_model_args(args.model_arg))
     select = [r.strip() for r in args.runs.split(",")] if args.runs else None
+    replicates = {}
+    for item in args.replicate:
+        label, sep, path = item.partition("=")
+        if not sep or not label.strip() or not path.strip():
+            raise SpikevitError(f"--replicate expects LABEL=DIR, got {item!r}")
+        replicates[label.strip()] = path.strip()
     run_study(runs, args.dataset, args.data_root, config, args.out, args.json, args.train_subset, args.test_subset,
               args.img_size, select, not args.no_report, None, args.eval_batches, args.energy_model,
-              command="spikevit dts study " + " ".join(_argv()), train=not args.report_only)
+              command="spikevit dts study " + " ".join(_argv()), train=not args.report_only,
+              data_seed=args.data_seed, replicates=replicates)
     if not args.no_report:
         print(f"study report: {args.json}")
     return 0

@@ -68,8 +68,13 @@ def run_study(runs: list[StudyRun], dataset: str, data_root: str | None, config:
               work_dir: str | Path, out_json: str | Path | None = None, train_subset: int | None = None,
               test_subset: int | None = None, img_size: int | None = None, select: list[str] | None = None,
               report: bool = True, fig2_run: str | None = None, eval_batches: int | None = None,
-              energy_model: str = "dts45nm", command: str = "spikevit dts study", train: bool = True) -> dict:
+              energy_model: str = "dts45nm", command: str = "spikevit dts study", train: bool = True,
+              data_seed: int | None = None, replicates: dict[str, str | Path] | None = None) -> dict:
     """Train + measure every selected run (resuming / skipping finished ones), then write the report.
+
+    ``data_seed`` picks the train / test subsets (default: the training seed), so replicate studies with
+    another ``config.seed`` can keep the same images; ``replicates`` ({label: work dir}) are reported
+    beside this study (see :func:`write_study_report`).
 
     ``train=False`` only writes the report of the runs already measured (while others may still train).
     """
@@ -79,8 +84,11 @@ def run_study(runs: list[StudyRun], dataset: str, data_root: str | None, config:
     select = list(select or known)
     unknown = [s for s in select if s not in known]
     require(not unknown, f"unknown study runs {unknown}; the study has {sorted(known)}")
-    train_set, test_set = build_datasets(dataset, data_root, True, img_size, train_subset, test_subset, config.seed)
+    data_seed = config.seed if data_seed is None else data_seed
+    train_set, test_set = build_datasets(dataset, data_root, True, img_size, train_subset, test_subset, data_seed)
     data_info = {"dataset": dataset, "train_subset": train_subset, "test_subset": test_subset, "img_size": img_size}
+    if data_seed != config.seed:
+        data_info["data_seed"] = data_seed
     for run in runs:
         if run.name not in select or not train:
             continue
@@ -94,8 +102,55 @@ def run_study(runs: list[StudyRun], dataset: str, data_root: str | None, config:
     if not report:
         return {}
     require(out_json is not None, "the study report needs an output path")
+    reps = {label: Path(d) for label, d in (replicates or {}).items()}
+    for label, d in reps.items():
+        require(d.is_dir(), f"replicate study directory {d} ({label}) does not exist")
     return write_study_report(runs, work, Path(out_json), config, data_info, fig2_run, test_set, energy_model,
-                              command)
+                              command, reps)
+
+
+def _mean_steps(m: DTSMeasurement, groups: tuple[str, ...]) -> float | None:
+    """Mean T_l over the LIF layers of ``groups`` (None when the model has none)."""
+    steps = [r["T_l"] for r in m.lif if r["group"] in groups]
+    return sum(steps) / len(steps) if steps else None
+
+
+def _penalised_steps(m: DTSMeasurement, spec: DTSSpec) -> float | None:
+    """Mean T_l over the layers the run's mask loss acts on (None for fixed-T and no-mask runs)."""
+    if not spec.dts or spec.lambda_m <= 0 or not spec.mask_groups:
+        return None
+    return _mean_steps(m, tuple(spec.mask_groups))
+
+
+def _grouping(spec: DTSSpec) -> str:
+    if not spec.dts:
+        return "fixed-T"
+    if spec.lambda_m <= 0 or not spec.mask_groups:
+        return "no mask loss"
+    return "all" if set(spec.mask_groups) == set(MASK_GROUPS) else "+".join(spec.mask_groups)
+
+
+def replicate_rows(runs: list[StudyRun], dirs: dict[str, Path]) -> list[dict]:
+    """Per run, the measured accuracy / T_avg of every replicate directory (same run names, other seeds),
+    with mean and range over the replicates found (a run missing from a directory is left out)."""
+    import statistics
+
+    rows = []
+    for r in runs:
+        found = {label: _load_measurement(d / r.name / "measure.json") for label, d in dirs.items()
+                 if (d / r.name / "measure.json").exists()}
+        if len(found) < 2:
+            continue
+        acc = [m.acc1 for m in found.values()]
+        tav = [m.t_avg for m in found.values()]
+        tqm = [_mean_steps(m, ("qkv", "mlp")) for m in found.values()]
+        rows.append({"run": r.name, "seeds": ",".join(found), "n": len(found),
+                     "acc1": " / ".join(f"{a:.2f}" for a in acc), "acc1_mean": statistics.fmean(acc),
+                     "acc1_range": max(acc) - min(acc),
+                     "T_avg": " / ".join(f"{t:.3f}" for t in tav), "T_avg_mean": statistics.fmean(tav),
+                     "T_avg_range": max(tav) - min(tav),
+                     "T_qkv_mlp": " / ".join(f"{t:.2f}" for t in tqm), "T_qkv_mlp_mean": statistics.fmean(tqm)})
+    return rows
 
 
 def _log(work: Path, name: str) -> list[dict]:
@@ -104,7 +159,10 @@ def _log(work: Path, name: str) -> list[dict]:
 
 
 def write_study_report(runs, work: Path, out_json: Path, config: TrainConfig, data_info: dict,
-                       fig2_run: str | None, test_set, energy_model: str, command: str) -> dict:
+                       fig2_run: str | None, test_set, energy_model: str, command: str,
+                       replicates: dict[str, Path] | None = None) -> dict:
+    """One report over the finished runs of ``work``.  ``replicates`` ({label: directory}) adds a table
+    of the same runs trained with other seeds (and their spread) next to this study's runs."""
     done = [r for r in runs if (work / r.name / "measure.json").exists()]
     if not done:
         raise SpikevitError(f"no finished study runs under {work}")
@@ -113,11 +171,13 @@ def write_study_report(runs, work: Path, out_json: Path, config: TrainConfig, da
     for r in done:
         m, s = meas[r.name], r.spec
         e = snn_energy(m.synaptic, m.membranes, energy_model)
-        row = {"run": r.name, "type": "DTS" if s.dts else "fixed-T", "Tmax": s.tmax,
+        row = {"run": r.name, "type": "DTS" if s.dts else "fixed-T", "grouping": _grouping(s), "Tmax": s.tmax,
                "init_TS": s.init_steps if s.dts else s.tmax, "lambda_m": s.lambda_m if s.dts else None}
         row.update({f"{g}_loss": (g in s.mask_groups) if s.dts and s.lambda_m > 0 else False for g in MASK_GROUPS})
         row.update({"acc1": m.acc1, "T_avg": m.t_avg, "SA_percent": m.spiking_activity, "SOPs_M": m.sops / 1e6})
         row.update({f"T_{g}": v for g, v in m.group_steps().items()})
+        row.update({"T_qkv_mlp": _mean_steps(m, ("qkv", "mlp")), "T_avg_gated": _mean_steps(m, MASK_GROUPS),
+                    "T_penalised": _penalised_steps(m, s)})
         row.update({"energy_uJ": e["total_J"] * 1e6})
         rows.append(row)
     # Table V: every DTS run against the non-spiking ViT of the same topology and every fixed-T Spikformer
@@ -162,6 +222,10 @@ def write_study_report(runs, work: Path, out_json: Path, config: TrainConfig, da
             fig_rows = [{"layer": n, "group": h["group"], "cosine_step1_vs_later": h["cosine"]}
                         for n, h in hists.items()]
     tables = {"runs": rows, "energy (Table V shape)": energy_rows, "training trajectory": epoch_rows}
+    if replicates:
+        seed_rows = replicate_rows(runs, {f"seed{config.seed}": work, **replicates})
+        if seed_rows:
+            tables["seed replicates"] = seed_rows
     if fig_rows:
         tables["Fig. 2 time-step sensitivity"] = fig_rows
     results = {"runs": {r.name: meas[r.name].summary(energy_model) for r in done},
@@ -181,31 +245,69 @@ def _notes(rows: list[dict]) -> str:
 
 
 def _plot_study(rows: list[dict], epoch_rows: list[dict], path: Path) -> Path:
+    """(a) accuracy vs T_avg with the fixed-T line, (b) T_avg (solid) and the mean T_l of the penalised
+    layers (dashed) vs lambda_m per grouping, the no-mask DTS run at lambda_m = 0, (c) T_avg per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.6))
     fixed = sorted([r for r in rows if r["type"] == "fixed-T"], key=lambda r: r["T_avg"])
     if fixed:
         ax1.plot([r["T_avg"] for r in fixed], [r["acc1"] for r in fixed], "o-", color="k", label="fixed-T Spikformer")
         for r in fixed:
             ax1.annotate(r["run"], (r["T_avg"], r["acc1"]), fontsize=7, xytext=(3, -9), textcoords="offset points")
-    for r in rows:
-        if r["type"] == "DTS":
-            ax1.plot(r["T_avg"], r["acc1"], "s", label=r["run"])
+    dts = [r for r in rows if r["type"] == "DTS"]
+    groupings = list(dict.fromkeys(r["grouping"] for r in dts if r["grouping"] != "no mask loss"))
+    colors = {g: f"C{i}" for i, g in enumerate(groupings)}
+    colors["no mask loss"] = "C7"
+    markers = {g: m for g, m in zip(groupings, "s^Dvp")} | {"no mask loss": "o"}
+    for g in ["no mask loss", *groupings]:
+        pts = sorted([r for r in dts if r["grouping"] == g], key=lambda r: r["lambda_m"] or 0.0)
+        if not pts:
+            continue
+        ax1.plot([r["T_avg"] for r in pts], [r["acc1"] for r in pts], markers[g], color=colors[g], ms=7,
+                 linestyle="none", label=f"DTS, mask loss: {g}")
+        for r in pts:
+            if r["lambda_m"]:
+                ax1.annotate(f"{r['lambda_m']:g}", (r["T_avg"], r["acc1"]), fontsize=6, color=colors[g],
+                             xytext=(4, 3), textcoords="offset points")
     ax1.set_xlabel("T_avg (time steps, Eq. 3)")
     ax1.set_ylabel("test top-1 (%)")
-    ax1.set_title("accuracy vs time steps")
+    ax1.set_title("accuracy vs T_avg (DTS points labelled with lambda_m)")
     ax1.legend(fontsize=7)
+    lams = sorted({r["lambda_m"] for r in dts if r["lambda_m"]})
+    zero_x = lams[0] / 10 if lams else 1e-4          # where lambda_m = 0 (no mask loss) is drawn
+    nomask = [r for r in dts if r["grouping"] == "no mask loss"]
+    for g in groupings:
+        pts = sorted([r for r in dts if r["grouping"] == g], key=lambda r: r["lambda_m"])
+        xs = [zero_x] * bool(nomask) + [r["lambda_m"] for r in pts]
+        base = nomask[:1]
+        ax2.plot(xs, [r["T_avg"] for r in base + pts], markers[g] + "-", color=colors[g], label=f"{g}: T_avg (all layers)")
+        key = {"qkv+mlp": "T_qkv_mlp", "all": "T_avg_gated"}.get(g)
+        if key is None:
+            continue
+        pen = [r[key] for r in base + pts]
+        ax2.plot(xs, pen, markers[g] + "--", color=colors[g], alpha=0.6, mfc="none",
+                 label=f"{g}: mean T_l of the penalised layers")
+    ax2.set_xscale("log")
+    if nomask:
+        ax2.axvline(zero_x * 2, color="0.8", lw=0.8)
+        ticks = [zero_x, *lams]
+        ax2.set_xticks(ticks, ["0\n(no mask)", *[f"{v:g}" for v in lams]], fontsize=7)
+        ax2.minorticks_off()
+    ax2.set_xlabel("lambda_m")
+    ax2.set_ylabel("time steps")
+    ax2.set_title("T_avg under the mask loss (Tmax 4, init 2)")
+    ax2.legend(fontsize=7)
     for name in dict.fromkeys(e["run"] for e in epoch_rows if e["run"].startswith("dts")):
         es = [e for e in epoch_rows if e["run"] == name and e["T_avg"] is not None]
-        ax2.plot([e["epoch"] for e in es], [e["T_avg"] for e in es], "o-", label=name)
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("T_avg")
-    ax2.set_title("T_avg during training (DTS runs)")
-    ax2.legend(fontsize=7)
+        ax3.plot([e["epoch"] for e in es], [e["T_avg"] for e in es], "o-", ms=3, label=name)
+    ax3.set_xlabel("epoch")
+    ax3.set_ylabel("T_avg")
+    ax3.set_title("T_avg during training (DTS runs)")
+    ax3.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
