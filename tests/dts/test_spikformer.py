@@ -184,3 +184,25 @@ def test_live_step_batch_norm_makes_masked_steps_invisible_in_training():
     plain = tiny(tmax=4, init_steps=2, live_bn=False).train()
     plain.load_state_dict(dts.state_dict())
     assert not torch.allclose(plain(x), out_d)                # statistics over all 4 steps differ
+
+
+def test_spiking_attention_is_q_kt_v_per_head_without_softmax():
+    """Against an explicit per-head (Q K^T) V * scale product (the order Spikformer writes it), steps where
+    any of Q, K, V was skipped give zeros."""
+    g = torch.Generator().manual_seed(0)
+    heads, dim, n, batch, tmax = 2, 6, 16, 2, 4
+    q, k, v = ((torch.rand(tmax, batch, dim, n, generator=g) > 0.5).double() for _ in range(3))
+    attn = SpikeAttention(heads, 0.125)
+    out = attn(q, k, v, tmax)
+    ref = torch.zeros_like(out)
+    d = dim // heads
+    for t in range(tmax):
+        for b in range(batch):
+            for h in range(heads):
+                qh, kh, vh = (z[t, b, h * d:(h + 1) * d].T for z in (q, k, v))   # [N, d]
+                ref[t, b, h * d:(h + 1) * d] = ((qh @ kh.T) @ vh * 0.125).T       # no softmax on Q K^T
+    torch.testing.assert_close(out, ref)
+    assert (out >= 0).all() and out.max() > 1       # unnormalised: a softmax would keep rows <= max |V|
+    short = attn(q[:2], k, v[:3], tmax)              # T_q = 2, T_v = 3 kept steps
+    torch.testing.assert_close(short[:2], ref[:2])
+    assert (short[2:] == 0).all()
