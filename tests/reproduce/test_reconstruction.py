@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from spikevit.reproduce import run_reproduction
-from spikevit.reproduce.reconstruction import PixelCoder, image_metrics, iterations_to_converge, random_dictionary
+from spikevit.reproduce.reconstruction import (PixelCoder, active_gram_norm, image_metrics, iterations_to_converge,
+                                               random_dictionary)
 
 
 def test_stopping_rule_on_exponential_decay():
@@ -66,6 +67,22 @@ def test_pixel_coder_round_trip(center):
     assert torch.allclose(coder.decode(v, off, (3, 4, 4)), x, atol=1e-6)
 
 
+def test_active_gram_norm_matches_eigvalsh_of_the_active_block():
+    g = torch.Generator().manual_seed(0)
+    phi = torch.randn(20, 60, generator=g, dtype=torch.float64) + 0.5        # correlated atoms
+    phi = phi / phi.norm(dim=0)
+    codes = torch.randn(4, 60, generator=g, dtype=torch.float64) * (torch.rand(4, 60, generator=g) < 0.3)
+    codes[3] = 0                                                                # empty active set
+    got = active_gram_norm(phi, codes, iters=500)
+    for b in range(3):
+        a = codes[b] != 0
+        ref = torch.linalg.eigvalsh(phi[:, a].T @ phi[:, a])[-1]
+        assert float(got[b]) == pytest.approx(float(ref), rel=1e-6)
+    assert float(got[3]) == 0.0
+    full = active_gram_norm(phi, torch.ones(1, 60, dtype=torch.float64), iters=500)
+    assert float(full[0]) == pytest.approx(float(torch.linalg.eigvalsh(phi @ phi.T)[-1]), rel=1e-6)
+
+
 def test_random_dictionary_is_unit_norm_gaussian():
     phi = random_dictionary(64, 2000, 0)
     assert torch.allclose(phi.norm(dim=0), torch.ones(2000), atol=1e-5)
@@ -83,6 +100,9 @@ def test_tiny_run_dataset_dictionary_ahead(run_kwargs):
     assert rows["dataset"]["SSIM"] > rows["random"]["SSIM"]
     assert rows["dataset"]["paper_PSNR_dB"] == 28.47 and rows["random"]["paper_SSIM"] == 0.75
     assert rows["dataset"]["diverged"] == rows["random"]["diverged"] == 0
+    assert rows["random"]["lmax_G"] < rows["dataset"]["lmax_G"]                 # correlated exemplars
+    assert rows["dataset"]["lmax_GAA_final_max"] <= rows["dataset"]["lmax_G"] * (1 + 1e-6)
+    assert rows["dataset"]["stable_if_below_2tau"] == 200.0
     for suffix in ("-energy.png", "-images.png", ".md"):
         assert (path.parent / f"reconstruction{suffix}").is_file()
     md = path.with_suffix(".md").read_text()

@@ -22,11 +22,43 @@ def test_overcompleteness_rises_and_resumes(run_kwargs):
     doc = _doc(path)
     rows = doc["results"]["rows"]
     assert [r["M"] for r in rows] == [64, 256, 1257]                 # 5000 is clamped to the whole train split
-    assert {"max_activation", "max_sum", "shallow"} <= set(rows[0])
+    assert {"max_activation", "max_sum", "shallow", "shallow_prior"} <= set(rows[0])
     assert rows[-1]["max_sum"] > rows[0]["max_sum"]
     assert doc["results"]["trend"]["max_sum"]["gain"] > 0
     assert (path.parent / "overcompleteness-accuracy.png").is_file()
     assert not (path.parent / "overcompleteness-partial.json").exists()
+
+
+def test_prior_shallow_decoder_is_max_sum_at_zero_and_covers_unseen_atoms():
+    """W = beta Y + dW: untrained it ranks classes exactly as max-sum; trained on codes that use only the first
+    half of the atoms it still classifies codes of the other half (a plain linear layer cannot)."""
+    from spikevit.lca.decoders import ShallowDecoder, class_sums
+    from spikevit.reproduce.overcompleteness import PriorShallowDecoder
+
+    g = torch.Generator().manual_seed(0)
+    C, M, per = 4, 400, 3
+    atom_labels = torch.arange(M) % C
+    dec = PriorShallowDecoder(M, C, atom_labels)
+    codes = torch.rand(50, M, generator=g) * (torch.rand(50, M, generator=g) < 0.05)
+    assert torch.equal(dec.predict(codes), class_sums(codes, atom_labels, C).argmax(1))
+
+    def sample(n, atoms_from, atoms_to):             # each code: `per` atoms of its class inside the range
+        y = torch.randint(0, C, (n,), generator=g)
+        x = torch.zeros(n, M)
+        pool = torch.arange(atoms_from, atoms_to)
+        for c in range(C):
+            rows, own = torch.nonzero(y == c).squeeze(1), pool[atom_labels[pool] == c]
+            picks = own[torch.randint(0, own.numel(), (rows.numel(), per), generator=g)]
+            x[rows[:, None], picks] = 1.0 + torch.rand(rows.numel(), per, generator=g)
+        return x, y
+
+    xtr, ytr = sample(80, 0, M // 2)
+    xte, yte = sample(200, M // 2, M)
+    prior = PriorShallowDecoder(M, C, atom_labels).fit(xtr.to_sparse(), ytr)
+    plain = ShallowDecoder(M, C).fit(xtr.to_sparse(), ytr)
+    assert float((prior.predict(xte.to_sparse()) == yte).float().mean()) == 1.0
+    assert float((plain.predict(xte.to_sparse()) == yte).float().mean()) < 0.5
+    assert float(prior.beta.detach()) > 0
 
 
 def test_partial_results_are_reused(run_kwargs):

@@ -59,8 +59,13 @@ def _shallow_rows(dictionary: Dictionary, train: FeatureSet, count: int, seed: i
 
 def evaluate(dictionary: Dictionary, test: FeatureSet, train: FeatureSet | None = None, *, lam=2.0, tau=100.0,
              steps=100, rectify=True, threshold="soft", backend="auto", batch_size=256, device=None,
-             shallow_train_size=5000, seed=0) -> Evaluation:
-    """Encode ``test`` with the dictionary and decode it three ways."""
+             shallow_train_size=5000, seed=0, extra_shallow: dict | None = None) -> Evaluation:
+    """Encode ``test`` with the dictionary and decode it three ways.
+
+    ``extra_shallow`` optionally maps accuracy keys to factories
+    ``f(num_atoms, num_classes, atom_labels) -> decoder`` (``fit(codes, labels)``
+    / ``predict(codes)``), fitted on the same training codes as the shallow NN.
+    """
     dev = pick_device(device)
     dictionary.check_features(test.features, test.backbone)
     atoms, atom_labels = dictionary.atoms.to(dev), dictionary.labels.to(dev)
@@ -104,6 +109,9 @@ def evaluate(dictionary: Dictionary, test: FeatureSet, train: FeatureSet | None 
         shallow_pred = decoder.predict(test_codes)
         t_shallow = time.perf_counter() - t0
         acc["shallow"] = 100.0 * float((shallow_pred == test.labels).double().mean())
+        for name, factory in (extra_shallow or {}).items():
+            extra = factory(dictionary.size, C, dictionary.labels).fit(torch.cat(parts).coalesce(), train.labels[rows])
+            acc[name] = 100.0 * float((extra.predict(test_codes) == test.labels).double().mean())
         info.update(shallow_train_codes=int(rows.numel()), shallow_leave_one_out=int((excl >= 0).sum()),
                     shallow_decode_ms=1e3 * t_shallow / n)
 

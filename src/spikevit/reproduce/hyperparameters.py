@@ -30,7 +30,7 @@ PARAMS = {
     "backend": "auto",
     "seed": 0,
 }
-QUICK = {"test_images": 300, "M": 2000, "lams": "0.3,1,2,4", "taus": "10,100", "steps": "10,100"}
+QUICK = {"test_images": 500, "M": 5000, "lams": "0.1,0.3,1,2,4", "taus": "10,30,100", "steps": "10,100"}
 
 PAPER = {"defaults": {"lam": 2, "tau": 100, "K": 100},
          "CIFAR-100 ResNet-152 lam=0.3 tau=100 max-sum %": 74.26,
