@@ -161,8 +161,8 @@ def _evaluate_and_report(args, dictionary, train, test):
         train = train if train is not None else _features(args, "train")
         result.probes = {"knn_k10": knn_probe(train, test, device=pick_device(args.device)),
                          "logistic_regression": logistic_probe(train, test, seed=args.seed)}
-    write_evaluation(result, args.json, command="spikevit lca " + args.command, config=_config(args),
-                     plots=not args.no_plots)
+    command = getattr(args, "command_line", "spikevit lca " + args.command)
+    write_evaluation(result, args.json, command=command, config=_config(args), plots=not args.no_plots)
     print(result.summary())
 
 

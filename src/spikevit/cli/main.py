@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
 from spikevit.errors import SpikevitError
@@ -43,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.command_line = "spikevit " + shlex.join(argv)   # recorded in every report this run writes
     try:
         result = args.func(args)
     except SpikevitError as exc:
