@@ -7,6 +7,7 @@ the study can be killed and rerun, or split over processes with ``select`` and r
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,15 +234,25 @@ def write_study_report(runs, work: Path, out_json: Path, config: TrainConfig, da
     config_doc = {**config.to_dict(), **data_info, "specs": {r.name: r.spec.to_dict() for r in runs},
                   "energy_model": energy_model}
     write_report(out_json, command, config_doc, results, tables, title="DTS study (Tables III-V, Fig. 2 shape)",
-                 notes=_notes(rows), figures=figures)
+                 notes=_notes(rows, next(iter(meas.values())).samples), figures=figures)
     return {"rows": rows, "energy": energy_rows, "figures": figures}
 
 
-def _notes(rows: list[dict]) -> str:
-    return ("All runs share the training budget (epochs, batch, data subset, optimiser, schedule). "
-            "T_avg is the mean of T_l over all LIF layers (Eq. 3); SA = spikes / (neurons x Tmax); "
+def _notes(rows: list[dict], samples: int | None = None) -> str:
+    text = ("All runs share the training budget (epochs, batch, data subset, optimiser, schedule). "
+            "T_avg is the mean of T_l over all LIF layers (Eq. 3); T_qkv_mlp the mean over the qkv and mlp LIF "
+            "layers, T_avg_gated over every layer a mask loss can act on (all but the head), T_penalised over "
+            "the layers of the run's own mask loss. SA = spikes / (neurons x Tmax); "
             "SOPs are accumulates per image; energy per image with the dts45nm model (AC 1.8 pJ, MAC 13.32 pJ, "
             "zero check 0.05 pJ, 5 pJ per membrane read/write).")
+    accs = [r["acc1"] for r in rows]
+    if samples and accs:
+        p = sum(accs) / len(accs) / 100.0
+        se = 100.0 * math.sqrt(p * (1 - p) / samples)
+        text += (f" Test-sampling noise alone: a binomial standard error of {se:.2f} points on {samples} test images "
+                 f"at {100 * p:.1f} % accuracy (training noise, seed to seed, comes on top: see the seed table "
+                 "when there is one).")
+    return text
 
 
 def _plot_study(rows: list[dict], epoch_rows: list[dict], path: Path) -> Path:
