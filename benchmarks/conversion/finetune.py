@@ -35,8 +35,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         model, run = load_trained_model(args.init, **parse_model_args(args.model_arg))
-        run = {"model": run["model"], "model_kwargs": {**run.get("model_kwargs", {}),
-                                                        **parse_model_args(args.model_arg)},
+        kwargs = {**run.get("model_kwargs", {}), **parse_model_args(args.model_arg)}
+        squeeze = getattr(model, "squeeze", "absent")      # SmallViT: the attention range restriction
+        if squeeze is None or (isinstance(squeeze, str) and squeeze != "absent"):
+            kwargs["squeeze"] = squeeze        # record it explicitly, not only through a constructor default
+        run = {"model": run["model"], "model_kwargs": kwargs,
                "dataset": args.dataset, "init_from": str(args.init), **data_run_info(args)}
         config = config_from_args(args)
         train_set, test_set = datasets_from_args(args)

@@ -58,5 +58,14 @@ def test_run_on_a_tiny_checkpoint(tmp_path, data_slices):
     assert e["energy_ann_mJ"] > 0 and e["e_mac_J"] == 4.6e-12 and e["e_ac_J"] == 0.9e-12
     assert {r["layer"] for r in t["spikes"]} == {"blocks.0.attn.spiking_softmax", "blocks.1.attn.spiking_softmax"}
     assert any(r["kind"] == "attention av" and r["spiking_input"] for r in t["energy_per_layer"])
+    # the micro ViT squeezes its logits with tanh itself: the report says so and gives the raw logit range,
+    # the softmax inputs it captured lie in (-1, 1), and a second squeeze on top is refused
+    assert doc["results"]["model_attention_squeeze"] == "tanh"
+    raw = doc["results"]["pre_squeeze_logits"]
+    assert raw["min"] <= raw["median"] <= raw["max"] and raw["values"] == 10 * 2 * 64 * 64 * 2
+    err = t["softmax_error_model_logits"][0]
+    assert -1 <= err["logit_min"] and err["logit_max"] <= 1 and err["fraction_inputs_outside_[-1,1]"] == 0
+    assert main(["convert", "run", "--model", "vit-cifar-micro", "--checkpoint", str(ckpt), "--dataset", "cifar10",
+                 "--data-root", str(data_slices), "--squeeze", "sigmoid", "--json", str(tmp_path / "x.json")]) == 2
     assert main(["convert", "run", "--model", "vit-cifar-tiny", "--checkpoint", str(ckpt), "--dataset", "cifar10",
                  "--data-root", str(data_slices)]) == 2
