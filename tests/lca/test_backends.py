@@ -62,7 +62,7 @@ CASES = [  # (n, m, batch, scale, nonneg, lam, tau, steps, rectify, kind)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"m{c[1]}-K{c[7]}-{'rect' if c[8] else 'signed'}-{c[9]}")
-@pytest.mark.parametrize("backend", ["factored", "active"])
+@pytest.mark.parametrize("backend", ["factored", "active", "screened"])
 def test_backends_match_float64_recursion_and_gramian(case, backend):
     n, m, bsz, scale, nonneg, lam, tau, steps, rectify, kind = case
     phi, s = _problem(n, m, bsz, scale, nonneg)
@@ -94,6 +94,34 @@ def test_active_backend_does_less_work_than_factored_on_sparse_codes():
     assert act.stats["full_products"] < fac.stats["full_products"] / 3
     assert work_act < work_fac / 2
     assert act.stats["active_pair_steps"] <= act.stats["tracked_pair_steps"]
+
+
+@pytest.mark.parametrize("union_cap", [0.0, 0.02, 0.08, 1.0])
+def test_screened_backend_is_exact_for_any_refresh_policy(union_cap):
+    """Refreshing often (cap 0: at most 64 atoms exact) or never (cap 1) changes the work, not the codes."""
+    phi, s = _problem(24, 3000, 6, 10.0, nonneg=True, seed=11)
+    kw = dict(lam=2.0, tau=100.0, steps=100)
+    ref = encode_trace(phi, s, backend="factored", **kw)
+    out = encode_trace(phi, s, backend="screened", union_cap=union_cap, **kw)
+    torch.testing.assert_close(out.codes, ref.codes, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(out.potentials, ref.potentials, rtol=1e-9, atol=1e-10)
+    assert (ref.codes != 0).sum() > 6
+    if union_cap == 1.0:
+        assert out.stats["refreshes"] == 0
+    if union_cap == 0.0:
+        assert out.stats["refreshes"] >= 1
+
+
+def test_screened_backend_does_far_fewer_full_products():
+    """Correlated atoms, one time constant: the bound spares the full product on most steps (exact codes)."""
+    phi, s = _problem(64, 4000, 8, 10.0, nonneg=True, seed=3)
+    kw = dict(lam=2.0, tau=100.0, steps=100)
+    fac = encode_trace(phi, s, backend="factored", **kw)
+    scr = encode_trace(phi, s, backend="screened", **kw)
+    torch.testing.assert_close(scr.codes, fac.codes, rtol=1e-9, atol=1e-10)
+    assert fac.stats["full_products"] > 700                    # one per row and step after the first crossing
+    assert scr.stats["full_products"] < fac.stats["full_products"] / 10
+    assert scr.stats["active_pair_steps"] > 0
 
 
 def test_screening_bound_holds_on_every_atom_and_step():
@@ -146,7 +174,7 @@ def test_rows_starting_at_different_steps_and_silent_rows():
     phi, s = _problem(16, 500, 5, 8.0, seed=2)
     s[1] *= 0.05          # starts late
     s[3] = 0.0            # never active
-    for backend in ("factored", "active"):
+    for backend in ("factored", "active", "screened"):
         batch = encode(phi, s, backend=backend)
         for i in range(5):
             torch.testing.assert_close(batch[i], encode(phi, s[i:i + 1], backend="gramian")[0], rtol=1e-9, atol=1e-10)
@@ -157,7 +185,7 @@ def test_traces_match_the_reference_for_every_backend():
     phi, s = _problem(10, 200, 3, 5.0, seed=7)
     kw = dict(lam=0.6, tau=8.0, steps=30, trace="energy")
     ref = encode_trace(phi, s, backend="gramian", **kw)
-    for backend in ("factored", "active"):
+    for backend in ("factored", "active", "screened"):
         out = encode_trace(phi, s, backend=backend, **kw)
         torch.testing.assert_close(out.active, ref.active)
         torch.testing.assert_close(out.energy, ref.energy, rtol=1e-9, atol=1e-9)
@@ -174,7 +202,7 @@ def test_exclude_in_every_backend():
     win = full.argmax(1)
     win[2] = -1
     ref = encode_trace(phi, s, backend="gramian", exclude=win)
-    for backend in ("factored", "active"):
+    for backend in ("factored", "active", "screened"):
         out = encode_trace(phi, s, backend=backend, exclude=win)
         torch.testing.assert_close(out.codes, ref.codes, rtol=1e-9, atol=1e-10)
         torch.testing.assert_close(out.potentials, ref.potentials, rtol=1e-9, atol=1e-10)
@@ -245,6 +273,7 @@ def test_memory_is_never_m_by_m_outside_the_gramian(monkeypatch):
     with Watch():
         encode(phi, s, backend="factored")
         encode(phi, s, backend="active")
+        encode(phi, s, backend="screened")
     assert big == []
     with Watch():
         encode(phi, s, backend="gramian")

@@ -8,12 +8,14 @@ import torch
 
 from spikevit.errors import SpikevitError
 from spikevit.functional.lca import THRESHOLDS, LCATrace, lca_active, lca_factored, lca_gramian
+from spikevit.functional.lca_screened import lca_screened
 from spikevit.runtime import progress
 
 BACKENDS: dict[str, Callable[..., LCATrace]] = {
     "gramian": lca_gramian,     # dense M x M Gramian every step (authors' formulation, the reference)
     "factored": lca_factored,   # u = phi^T z + diag(G) v: one (B, N) x (N, M) product per step
     "active": lca_active,       # event-driven: safe screening, exact work on tracked atoms only
+    "screened": lca_screened,   # safe screening, exact dense products on a shared set of near-threshold atoms
 }
 
 # Dictionary size from which "auto" picks the active backend on CPU (None: never).  The active
