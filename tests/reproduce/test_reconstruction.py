@@ -10,7 +10,7 @@ import torch
 
 from spikevit.reproduce import run_reproduction
 from spikevit.reproduce.reconstruction import (PixelCoder, active_gram_norm, image_metrics, iterations_to_converge,
-                                               random_dictionary)
+                                               random_dictionary, settling_iterations)
 
 
 def test_stopping_rule_on_exponential_decay():
@@ -21,6 +21,21 @@ def test_stopping_rule_on_exponential_decay():
     got = iterations_to_converge(full[1:, None], torch.tensor([e0], dtype=torch.float64), window, tol)
     expected = window + math.ceil(math.log(tol * e0 / ((e0 - e_inf) * (1 - rho ** window))) / math.log(rho))
     assert int(got) == expected
+
+
+def test_settling_time_of_exponential_decay_and_overshoot():
+    """E[k] = E_inf + A rho^k: |E[k] - E[K]| = A (rho^k - rho^K) <= f A (1 - rho^K) <=> rho^k <= f (1 - rho^K) + rho^K."""
+    e0, e_inf, rho, f, K = 50.0, 5.0, 0.97, 0.05, 300
+    k = torch.arange(0, K + 1, dtype=torch.float64)
+    full = e_inf + (e0 - e_inf) * rho ** k
+    got = settling_iterations(full[1:, None], torch.tensor([e0], dtype=torch.float64), f)
+    expected = math.ceil(math.log(f * (1 - rho ** K) + rho ** K) / math.log(rho))
+    assert int(got) == expected
+    # an overshoot (E far above, then below the final value) keeps it unsettled until it re-enters the band
+    trace = torch.tensor([[10.0], [30.0], [0.5], [2.2], [2.0], [2.0]])          # E[1..6], E[0] = 12, band 0.5
+    assert int(settling_iterations(trace, torch.tensor([12.0]), 0.05)) == 4   # |E[3] - 2| = 1.5 > 0.5
+    nan = torch.tensor([[1.0], [float("nan")]])
+    assert int(settling_iterations(nan, torch.tensor([2.0]), 0.05)) == -1
 
 
 def test_stopping_rule_edge_cases():

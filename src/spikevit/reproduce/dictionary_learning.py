@@ -80,6 +80,8 @@ def reconstruction_rows(phis: dict, test_x: torch.Tensor, dataset: str, shape, p
                      "PSNR_dB": float(np.mean([m["PSNR_dB"] for m in metrics])) if metrics else None,
                      "SSIM": float(np.mean([m["SSIM"] for m in metrics])) if metrics else None,
                      "iterations_median": rec.median_iterations(it, rp["steps"]),
+                     f"settling_median_{rp['settle']:g}": rec.median_iterations(
+                         rec.settling_iterations(energy, e0, rp["settle"]), rp["steps"]),
                      "not_converged": int((it < 0).sum()) - int((~finite).sum()), "diverged": int((~finite).sum()),
                      "active_final_mean": float(active[-1].double().mean())})
         recon_images[name] = images
