@@ -35,7 +35,9 @@ PARAMS = {
     "atoms_per_dim": 2.0,            # M = 2 N = 1568 on MNIST
     "learn_images": 10000,           # training images the dictionary is learned from
     "epochs": 5,
-    "eta": 0.5, "learn_lam": 0.5, "learn_tau": 10.0, "learn_steps": 60, "learn_batch": 100,
+    # learning codes at tau = 100: the explicit-Euler LCA step needs lambda_max(G_AA) < 2 tau, and learned atoms
+    # grow correlated (lambda_max(G) ~ 80 after one epoch on MNIST), so tau = 10 diverged (NaN atoms) on MNIST
+    "eta": 0.5, "learn_lam": 0.5, "learn_tau": 100.0, "learn_steps": 100, "learn_batch": 100,
     "recon_images": 100,             # test images for the reconstruction comparison
     "recon_lam": rec.PARAMS["lam"], "recon_tau": rec.PARAMS["tau"], "recon_steps": rec.PARAMS["steps"],
     "test_images": 2000,             # test images for classification
