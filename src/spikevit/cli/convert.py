@@ -157,12 +157,14 @@ def _sweep_plot(rows: list[dict], png: Path, title: str) -> str | None:
     except ImportError:
         return None
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10.5, 4.2))
-    for n in sorted({r["row_length"] for r in rows}):
-        pts = sorted((r["K"], r["mse"], r["rel_rmse"], r["mean_row_l1"]) for r in rows if r["row_length"] == n)
+    for n, src in sorted({(r["row_length"], r.get("logits", "U[-1, 1]")) for r in rows}):
+        pts = sorted((r["K"], r["mse"], r["rel_rmse"], r["mean_row_l1"]) for r in rows
+                     if r["row_length"] == n and r.get("logits", "U[-1, 1]") == src)
         ks = [p[0] for p in pts]
-        line, = ax.semilogy(ks, [p[1] for p in pts], "o-", label=f"row length n = {n}")
-        bx.semilogy(ks, [p[2] for p in pts], "o-", color=line.get_color(), label=f"relative RMSE, n = {n}")
-        bx.semilogy(ks, [p[3] for p in pts], "s--", color=line.get_color(), alpha=0.6, label=f"mean row L1, n = {n}")
+        tag = f"n = {n}" + ("" if src == "U[-1, 1]" else f", {src} logits")
+        line, = ax.semilogy(ks, [p[1] for p in pts], "o-", label=tag)
+        bx.semilogy(ks, [p[2] for p in pts], "o-", color=line.get_color(), label=f"relative RMSE, {tag}")
+        bx.semilogy(ks, [p[3] for p in pts], "s--", color=line.get_color(), alpha=0.6, label=f"mean row L1, {tag}")
     for a in (ax, bx):
         a.plot([12], [0.013991], "rx", ms=10, mew=2, label="paper Fig. 7, K = 12: 'MSE' 0.013991")
         a.set_xlabel("SI-exp time steps K")
@@ -368,9 +370,9 @@ def cmd_run(args) -> int:
             sweep_rows.append({"row_length": int(logits.shape[1]), "logits": "model", **e})
         for r in sweep_rows:
             r.setdefault("logits", "U[-1, 1]")
-        png = _sweep_plot([r for r in sweep_rows if r["logits"] == "U[-1, 1]"],
-                          Path(args.json).with_name(Path(args.json).stem + "_sweep.png"),
-                          f"Spiking softmax vs softmax, n = {int(logits.shape[1])}")
+        png = _sweep_plot(sweep_rows, Path(args.json).with_name(Path(args.json).stem + "_sweep.png"),
+                          f"Spiking softmax vs softmax: U[-1, 1] rows and the model's attention logits, "
+                          f"n = {int(logits.shape[1])}")
         figures = [png] if png else []
     summary = {"ann": base, "snn": res, "conversion_loss_points": res["acc1"] - base["acc1"],
                "attention_blocks": n_blocks, "energy": e_tot, "softmax_error_model_logits": realistic, **desc}
