@@ -117,3 +117,42 @@ def test_dts_run_killed_mid_epoch_resumes_to_the_uninterrupted_run(tmp_path):
         assert set(tm.tolist()) <= {0.0, 1.0} and (tm[1:] <= tm[:-1]).all() and tm[0] == 1
         moved |= not torch.allclose(m.dtss.tp.detach().abs(), torch.full((4,), 5 / 12))
     assert moved                                             # the optimiser did change the time parameters
+
+
+@pytest.mark.parametrize("dataset,chans,size,flips", [("cifar10", 3, 32, True), ("mnist", 1, 28, False)])
+def test_training_augmentation_is_a_padded_random_crop_and_flip(dataset, chans, size, flips):
+    """Each augmented image must be the normalised original shifted by at most size/8 pixels (zero fill),
+    mirrored or not (never for digits); the test transform is the plain normalisation."""
+    import numpy as np
+    from PIL import Image
+
+    from spikevit.data import dataset_spec
+    from spikevit.train.data import build_transforms
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (size, size, chans), dtype=np.uint8)
+    img = Image.fromarray(arr[..., 0] if chans == 1 else arr)
+    spec = dataset_spec(dataset)
+    mean = torch.tensor(spec.mean).view(-1, 1, 1)
+    std = torch.tensor(spec.std).view(-1, 1, 1)
+    raw = torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
+    test_t = build_transforms(dataset, train=False)
+    torch.testing.assert_close(test_t(img), (raw - mean) / std)
+    pad = size // 8
+    padded = torch.nn.functional.pad(raw, (pad, pad, pad, pad))
+    candidates = {}
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
+            crop = padded[:, dy:dy + size, dx:dx + size]
+            candidates[(dy - pad, dx - pad, False)] = (crop - mean) / std
+            candidates[(dy - pad, dx - pad, True)] = (crop.flip(-1) - mean) / std
+    train_t = build_transforms(dataset, train=True)
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        out = train_t(img)
+        match = [k for k, v in candidates.items() if torch.allclose(out, v, atol=1e-5)]
+        assert match, "augmented image is not a padded crop (+ flip) of the original"
+        seen.add(match[0])
+    assert len({(dy, dx) for dy, dx, _ in seen}) > 5           # the shifts vary
+    assert any(f for *_, f in seen) == flips                   # mirrored only where the dataset allows it
