@@ -61,8 +61,8 @@ def test_list_writes_to_the_stdout_of_the_moment(monkeypatch):
 def test_params_quick_and_overrides():
     rep = get_reproduction("overcompleteness")
     full, quick = rep.params(), rep.params(quick=True)
-    assert full["test_images"] == 10000 and quick["test_images"] == 400
-    assert rep.quick_changes()["test_images"] == (10000, 400)
+    assert full["test_images"] == 10000 and quick["test_images"] == 1000
+    assert rep.quick_changes()["test_images"] == (10000, 1000)
     p = resolve_params(rep, True, {"lam": "0.5", "test_images": "7", "sizes": "10,20"})
     assert p["lam"] == 0.5 and p["test_images"] == 7 and p["sizes"] == "10,20"
     with pytest.raises(SpikevitError, match="no parameter 'nope'"):

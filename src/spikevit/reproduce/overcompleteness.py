@@ -43,7 +43,7 @@ PARAMS = {
     "shallow_prior": True,        # also fit the shallow NN with the exemplar-label prior (column shallow_prior)
     "seed": 0,
 }
-QUICK = {"test_images": 400, "shallow_train_size": 300, "sizes": "784,1568,6272,25088,60000"}
+QUICK = {"test_images": 1000, "shallow_train_size": 1000}
 
 PAPER_AT_1568 = {"max_activation": 93.93, "max_sum": 97.48, "shallow": 98.25}   # D-SELD Table 3, M = 28*28*2
 
