@@ -16,6 +16,8 @@ The learned dictionary is checkpointed after every epoch (resumable).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -47,8 +49,8 @@ PARAMS = {
     "backend": "auto",
     "seed": 0,
 }
-QUICK = {"learn_images": 3000, "epochs": 2, "recon_images": 10, "recon_steps": rec.QUICK["steps"],
-         "test_images": 500, "shallow_train_size": 1000}
+QUICK = {"epochs": 3, "recon_images": 20, "recon_steps": rec.QUICK["steps"], "test_images": 1000,
+         "shallow_train_size": 1000}
 
 
 def _image_shape(dataset: str, n: int) -> tuple[int, int, int]:
@@ -134,7 +136,10 @@ def run(ctx: Context, p: dict):
     m = int(round(p["atoms_per_dim"] * n))
     gen = torch.Generator().manual_seed(p["seed"])
     learn_rows = torch.randperm(train.features.shape[0], generator=gen)[:p["learn_images"]]
-    checkpoint = Path(ctx.cache).parent / "reproduce" / f"{ctx.name}-{p['dataset']}-learned.safetensors"
+    learn_keys = ("atoms_per_dim", "learn_images", "eta", "learn_lam", "learn_tau", "learn_steps", "learn_batch", "seed")
+    tag = hashlib.sha1(json.dumps({k: p[k] for k in learn_keys}, sort_keys=True).encode()).hexdigest()[:10]
+    # one checkpoint per learning setting (epochs excluded: more epochs resume from fewer)
+    checkpoint = Path(ctx.cache).parent / "reproduce" / f"{ctx.name}-{p['dataset']}-learned-{tag}.safetensors"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     learned = learn_dictionary(train.features[learn_rows], m, lam=p["learn_lam"], tau=p["learn_tau"],
                                steps=p["learn_steps"], eta=p["eta"], epochs=p["epochs"], batch_size=p["learn_batch"],

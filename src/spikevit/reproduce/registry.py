@@ -96,7 +96,7 @@ register(Reproduction(
     "original LCA dictionary learning phi_i += eta (S - S_hat) a_i vs the exemplar dictionary of equal size "
     "(MNIST pixels): reconstruction MSE/PSNR/SSIM and top-1 of the three decoders",
     {"claim": "exemplar dictionaries need no dictionary learning (no reconstruction / gradient step)"},
-    True, "MNIST image folder (--data-root)", "quick 1.8 min measured (contended 2-core CPU), full ~30-60 min estimated", "dictionary_learning"))
+    True, "MNIST image folder (--data-root)", "quick 6.6 min measured (contended 2-core CPU, one torch thread), full ~30-60 min estimated", "dictionary_learning"))
 
 register(Reproduction(
     "overcompleteness", "D-SELD", "Fig. 5",
