@@ -54,10 +54,12 @@ def print_list(verbose: bool = False, file=None) -> None:
         nums = "; ".join(f"{k}: {v}" for k, v in rep.paper_numbers.items())
         print(textwrap.fill("paper: " + nums, 100, initial_indent="    ", subsequent_indent="      "), file=file)
         print(textwrap.fill("needs: " + rep.needs, 100, initial_indent="    ", subsequent_indent="      "), file=file)
-        print(f"    run time: {rep.runtime}", file=file)
+        print(textwrap.fill("run time: " + rep.runtime, 100, initial_indent="    ", subsequent_indent="      "),
+              file=file)
         changes = rep.quick_changes()
         if changes:
-            print("    --quick: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()), file=file)
+            print(textwrap.fill("--quick: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()), 100,
+                                initial_indent="    ", subsequent_indent="      "), file=file)
         if verbose:
             print("    parameters: " + ", ".join(f"{k}={v}" for k, v in rep.params().items()), file=file)
         print(file=file)
