@@ -121,7 +121,7 @@ register(Reproduction(
     {"CIFAR-100 ResNet-152 lambda=0.3 tau=100 max-sum %": 74.26, "K=100 -> K=10 inference FLOPs": "-84%",
      "defaults": "lambda=2, tau=100, K=100, M=50K"},
     True, "MNIST pixel features (default) or any cached features (--set dataset=... backbone=...)",
-    "quick 22 min measured (contended 2-core CPU), full (M=10,000, 2,000 test images, 72 points) ~20 h on this contended CPU (scaled from quick; hours on an idle one)", "hyperparameters"))
+    "quick 1.2 min measured with one torch thread (22 min with two threads at load ~12), full (M=10,000, 2,000 test images, 72 points) ~1-2 h", "hyperparameters"))
 
 register(Reproduction(
     "workload", "ViT-LCA + D-SELD", "ViT-LCA Table I, D-SELD Table 4",
