@@ -57,7 +57,7 @@ PARAMS = {
     "batch": 50,                 # images per LCA call
     "seed": 0,
 }
-QUICK = {"images": 20, "steps": 600}
+QUICK = {"images": 50, "steps": 600}
 
 PAPER = {"random": {"MSE": 675.3, "PSNR_dB": 19.84, "SSIM": 0.75, "iterations": 40},
          "dataset": {"MSE": 92.45, "PSNR_dB": 28.47, "SSIM": 0.99, "iterations": 6}}
