@@ -208,7 +208,14 @@ def write_study_report(runs, work: Path, out_json: Path, config: TrainConfig, da
             epoch_rows.append({"run": r.name, "epoch": e["epoch"], "T_avg": e.get("metrics", {}).get("T_avg"),
                                "train_loss": e["train"]["loss"], "mask_steps": e["train"].get("mask_steps"),
                                "test_acc1": e.get("test", {}).get("acc1")})
-    figures = [str(_plot_study(rows, epoch_rows, out_json.with_suffix(".png")))]
+    others = []  # (run row of this study, acc1, T_avg) of the same run in every replicate directory
+    for label, d in (replicates or {}).items():
+        for row in rows:
+            mp = d / row["run"] / "measure.json"
+            if mp.exists():
+                m = _load_measurement(mp)
+                others.append((row, m.acc1, m.t_avg))
+    figures = [str(_plot_study(rows, epoch_rows, out_json.with_suffix(".png"), others))]
     fig_rows = []
     if fig2_run is None and fixed:
         fig2_run = max(fixed, key=lambda f: f.spec.tmax).name
@@ -255,7 +262,7 @@ def _notes(rows: list[dict], samples: int | None = None) -> str:
     return text
 
 
-def _plot_study(rows: list[dict], epoch_rows: list[dict], path: Path) -> Path:
+def _plot_study(rows: list[dict], epoch_rows: list[dict], path: Path, others: list | None = None) -> Path:
     """(a) accuracy vs T_avg with the fixed-T line, (b) T_avg (solid) and the mean T_l of the penalised
     layers (dashed) vs lambda_m per grouping, the no-mask DTS run at lambda_m = 0, (c) T_avg per epoch."""
     import matplotlib
@@ -284,6 +291,13 @@ def _plot_study(rows: list[dict], epoch_rows: list[dict], path: Path) -> Path:
             if r["lambda_m"]:
                 ax1.annotate(f"{r['lambda_m']:g}", (r["T_avg"], r["acc1"]), fontsize=6, color=colors[g],
                              xytext=(4, 3), textcoords="offset points")
+    for row, acc, tav in others or []:   # other seeds: hollow markers joined to this study's point
+        g = row["grouping"]
+        color, marker = ("k", "o") if g == "fixed-T" else (colors[g], markers[g])
+        ax1.plot([row["T_avg"], tav], [row["acc1"], acc], "-", color=color, lw=0.6, alpha=0.5)
+        ax1.plot(tav, acc, marker, color=color, mfc="none", ms=7)
+    if others:
+        ax1.plot([], [], "o", color="0.4", mfc="none", label="same run, other seed")
     ax1.set_xlabel("T_avg (time steps, Eq. 3)")
     ax1.set_ylabel("test top-1 (%)")
     ax1.set_title("accuracy vs T_avg (DTS points labelled with lambda_m)")
