@@ -96,3 +96,11 @@ def test_limit_reuses_a_complete_full_cache(tmp_path, capsys):
     rows = subset_indices(540, 100)
     assert torch.equal(sub.features, full.features[rows]) and torch.equal(sub.index, full.index[rows])
     assert not (cache / "digits" / "pixels" / "test-n100").exists()   # nothing was re-extracted
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback():
+    """`spikevit reproduce --list | head -1`: the reader stops early; the command exits quietly."""
+    proc = subprocess.run(f"{sys.executable} -m spikevit.cli.main reproduce --list | head -1", shell=True,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.count("\n") == 1 and "reconstruction" in proc.stdout
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
