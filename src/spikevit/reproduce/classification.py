@@ -14,9 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from spikevit.errors import SpikevitError
-from spikevit.lca import Dictionary
 from spikevit.lca.pipeline import evaluate
-from spikevit.reproduce.common import Context, Partial, features, pyplot, report, save_figure
+from spikevit.reproduce.common import Context, exemplar_dictionary, Partial, features, pyplot, report, save_figure
 
 PARAMS = {
     "rows": "dseld-mnist",          # which paper table (fixed per registry entry)
@@ -85,8 +84,7 @@ def run_row(ctx: Context, p: dict, dataset: str, backbone: str, paper: dict, pap
     test = features(ctx, dataset, backbone, "test", limit=p["test_images"] or None, **kw)
     m = p["M"] or paper_m
     total = train.features.shape[0]
-    d = Dictionary.from_features(train.features, train.labels, None if m >= total else m, seed=p["seed"],
-                                 backbone=train.backbone, dataset=dataset)
+    d = exemplar_dictionary(train, m, p["seed"], dataset)
     shallow = p["shallow_train_size"] if "shallow" in paper else 0
     ev = evaluate(d, test, train if shallow else None, lam=p["lam"], tau=p["tau"], steps=p["steps"],
                   batch_size=p["batch"], backend=p["backend"], device=ctx.device, shallow_train_size=shallow,

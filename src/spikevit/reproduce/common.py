@@ -222,3 +222,12 @@ class Partial:
     def finish(self) -> None:
         """Remove the partial file once the final report is written."""
         self.path.unlink(missing_ok=True)
+
+
+def exemplar_dictionary(train: FeatureSet, size: int, seed: int, dataset: str):
+    """A dictionary of ``size`` seeded random training exemplars, or the whole split when it has no more rows."""
+    from spikevit.lca.dictionary import Dictionary
+
+    total = train.features.shape[0]
+    return Dictionary.from_features(train.features, train.labels, None if size >= total else size, seed=seed,
+                                    backbone=train.backbone, dataset=dataset)

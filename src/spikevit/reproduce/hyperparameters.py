@@ -15,9 +15,8 @@ import torch
 
 from spikevit.energy import lca_workload
 from spikevit.errors import require
-from spikevit.lca import Dictionary
 from spikevit.lca.pipeline import evaluate
-from spikevit.reproduce.common import Context, Partial, features, pyplot, report, save_figure
+from spikevit.reproduce.common import Context, exemplar_dictionary, Partial, features, pyplot, report, save_figure
 
 PARAMS = {
     "dataset": "mnist",
@@ -77,9 +76,7 @@ def run(ctx: Context, p: dict):
     ks = sorted({int(k) for k in floats(p["steps"])})
     train = features(ctx, p["dataset"], p["backbone"], "train")
     test = features(ctx, p["dataset"], p["backbone"], "test", limit=p["test_images"])
-    total = train.features.shape[0]
-    d = Dictionary.from_features(train.features, train.labels, None if p["M"] >= total else p["M"], seed=p["seed"],
-                                 backbone=train.backbone, dataset=p["dataset"])
+    d = exemplar_dictionary(train, p["M"], p["seed"], p["dataset"])
     del train
     atoms = d.atoms.double()
     lmax_g = float(torch.linalg.eigvalsh(atoms @ atoms.T)[-1])        # lambda_max(G) = ||phi||_2^2 (N x N form)

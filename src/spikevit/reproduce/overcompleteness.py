@@ -26,10 +26,9 @@ import torch
 from torch import nn
 
 from spikevit.errors import require
-from spikevit.lca import Dictionary
 from spikevit.lca.decoders import ShallowDecoder
 from spikevit.lca.pipeline import evaluate
-from spikevit.reproduce.common import Context, Partial, features, pyplot, report, save_figure
+from spikevit.reproduce.common import Context, exemplar_dictionary, Partial, features, pyplot, report, save_figure
 
 PARAMS = {
     "dataset": "mnist",
@@ -137,8 +136,7 @@ def run(ctx: Context, p: dict):
     for size in sizes:
         done = partial.get(str(size))
         if done is None:
-            d = Dictionary.from_features(train.features, train.labels, None if size >= total else size,
-                                         seed=p["seed"], backbone=train.backbone, dataset=p["dataset"])
+            d = exemplar_dictionary(train, size, p["seed"], p["dataset"])
             ev = evaluate(d, test, train, lam=p["lam"], tau=p["tau"], steps=p["steps"], batch_size=p["batch"],
                           backend=p["backend"],
                           device=ctx.device, shallow_train_size=p["shallow_train_size"], seed=p["seed"],

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spikevit.lca import Dictionary, encode_batches
+from spikevit.lca import encode_batches
 from spikevit.lca.decoders import class_sums, max_activation
-from spikevit.reproduce.common import Context, features, pyplot, report, save_figure
+from spikevit.reproduce.common import Context, exemplar_dictionary, features, pyplot, report, save_figure
 from spikevit.runtime import pick_device
 
 PARAMS = {
@@ -67,9 +67,7 @@ def plot(stats: dict, m: int, title: str, path):
 def run(ctx: Context, p: dict):
     train = features(ctx, p["dataset"], p["backbone"], "train")
     test = features(ctx, p["dataset"], p["backbone"], "test", limit=p["test_images"])
-    total = train.features.shape[0]
-    d = Dictionary.from_features(train.features, train.labels, None if p["M"] >= total else p["M"], seed=p["seed"],
-                                 backbone=train.backbone, dataset=p["dataset"])
+    d = exemplar_dictionary(train, p["M"], p["seed"], p["dataset"])
     del train
     C = max(d.num_classes, int(test.labels.max()) + 1)
     parts, preds = [], {"max_activation": [], "max_sum": []}
