@@ -8,6 +8,7 @@ per sample: full (N x M) products, the exactly computed atom-steps of the `scree
 (in units of full products), tracked / active pairs, the time, and the max code difference to `factored`.
 Also `screened` on two half batches, as drawn and sorted by the label of each query's strongest-drive
 exemplar, to see whether grouping similar inputs shrinks the shared set. Counts are deterministic; times are noisy on a shared CPU.
+Then the throughput of `factored` (whole batch, timed twice) and `screened` at half and quarter batches.
 Writes results/lca_encode/screening_work.{json,md,csv}.
 """
 from __future__ import annotations
@@ -67,9 +68,17 @@ def main(argv=None) -> int:
                      "refreshes": st.get("refreshes", 0.0),
                      "max_code_diff_vs_factored": float((codes - ref).abs().max())})
         print(rows[-1], flush=True)
+    # throughput of factored vs screened at smaller batches (the shared set shrinks with the batch)
+    speed = []
+    for backend, bs in (("factored", b), ("screened", b // 2), ("screened", b // 4), ("factored", b)):
+        t = time.perf_counter()
+        for i in range(0, b, bs):
+            encode_trace(atoms, queries[i:i + bs], backend=backend, **kw)
+        speed.append({"backend": backend, "batch": bs, "samples_per_s": b / (time.perf_counter() - t)})
+        print(speed[-1], flush=True)
     write_report(args.out, "python benchmarks/lca_screening_work.py " + " ".join(sys.argv[1:]),
                  vars(args), {"features": desc, "M": m, "queries": b},
-                 tables={"work per sample": rows}, title="LCA backends: work counters on real features",
+                 tables={"work per sample": rows, "throughput by batch size": speed}, title="LCA backends: work counters on real features",
                  notes="One full product = one (N x M) matrix-vector product per sample. `screened` computes a "
                        "batch-shared set of atoms exactly each step; its size, in full-product units, is the "
                        "shared_set column. Times were measured on a shared 2-core CPU: compare counts.")
