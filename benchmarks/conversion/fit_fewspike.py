@@ -114,7 +114,8 @@ def report(functions: list[str], args, params_path: Path, out: Path) -> None:
                    "rmse_float32": rmse32, "max_abs_error": maxerr, "pieces_used": gap["pieces"],
                    "rmse_same_pieces_free_values": gap["rmse_free_values"],
                    "seconds": entries[f"{fn}/{K}"].get("seconds"),
-                   "evaluations": entries[f"{fn}/{K}"].get("evaluations")}
+                   "evaluations": entries[f"{fn}/{K}"].get("evaluations"),
+                   "fitted_by": entries[f"{fn}/{K}"].get("config", {}).get("method", "basin hopping")}
             if fn == "exp" and tuple(dom) == (-1.0, 1.0):
                 row["best_2^K_piece_constant"] = bounds.best_piecewise_constant(f, 2 ** K, dom, args.points)
                 row["lower_bound_2^K_pieces_continuous"] = bounds.piecewise_constant_lower_bound(2 ** K, dom)

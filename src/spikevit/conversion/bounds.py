@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from spikevit.errors import require
 from spikevit.functional.fewspike import fs_spikes
 
 DT = torch.float64
@@ -123,3 +124,24 @@ def polynomial_rmse(f: Callable, degree: int, domain: tuple[float, float] = (-1.
     V = torch.stack([x ** k for k in range(degree + 1)], 1)
     coef = torch.linalg.lstsq(V, y[:, None]).solution
     return float((V @ coef - y[:, None]).pow(2).mean().sqrt())
+
+
+def min_pieces_for_rmse(eps: float, domain: tuple[float, float] = (-1.0, 1.0), limit: int = 1 << 20) -> int:
+    """Smallest ``P`` for which :func:`piecewise_constant_lower_bound` allows continuous RMSE ``<= eps`` for exp.
+
+    Any piecewise-constant function with fewer pieces -- in particular any few-spike neuron whose spike
+    patterns cut ``domain`` into fewer intervals -- has a continuous L2 RMSE above ``eps``.  The bound
+    is non-increasing in ``P`` (more pieces can only lower the optimum it bounds and the formula is
+    monotone), so bisection applies.
+    """
+    require(eps > 0, f"target RMSE must be > 0, got {eps}")
+    lo, hi = 1, limit
+    if piecewise_constant_lower_bound(hi, domain) > eps:
+        return hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if piecewise_constant_lower_bound(mid, domain) <= eps:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

@@ -1,0 +1,91 @@
+"""Independent few-spike searches: exact objective against brute-force simulation, optimisers against exhaustion."""
+import math
+
+import pytest
+import torch
+
+from spikevit.conversion import bounds
+from spikevit.conversion.search import ExactGrid, cma_search, de_search, exact_mse
+from spikevit.errors import SpikevitError
+from spikevit.functional.fewspike import fs_neuron, fs_spikes
+
+DT = torch.float64
+
+
+def brute_force(x, y, T, h):
+    """Simulate the spikes point by point, least-squares readout on the [n, K] spike matrix."""
+    Z = fs_spikes(x, T, h).T
+    d = torch.linalg.lstsq(Z, y[:, None], driver="gelsd").solution.flatten()
+    return float((Z @ d - y).pow(2).mean()), d
+
+
+@pytest.mark.parametrize("K", [3, 6, 9])
+def test_exact_mse_equals_simulated_least_squares_for_arbitrary_parameters(K):
+    n = 3001
+    grid = ExactGrid(torch.exp, -1.0, 1.0, n)
+    g = torch.Generator().manual_seed(K)
+    T = torch.rand(6, K, generator=g, dtype=DT) * 2.4 - 1.3        # arbitrary reals: split points off the grid
+    h = torch.rand(6, K, generator=g, dtype=DT) * 1.4 - 0.2         # negative discharges included
+    mse, d = exact_mse(T, h, grid)
+    for p in range(6):
+        ref, _ = brute_force(grid.x, grid.y, T[p], h[p])
+        assert math.isclose(float(mse[p]), ref, rel_tol=1e-7, abs_tol=1e-12)
+        # the returned readout is optimal: simulating with it reproduces the objective
+        out = fs_neuron(grid.x, T[p], h[p], d[p])
+        assert math.isclose(float((out - grid.y).pow(2).mean()), ref, rel_tol=1e-6, abs_tol=1e-12)
+
+
+def exhaustive_two_step_optimum(grid):
+    """Best 2-step neuron over every split configuration the grid can distinguish.
+
+    A 2-step neuron cuts at c1 = T1 and, below c1, at c2 = T2, above it at c3 = T2 + h1 (h2 is irrelevant):
+    every triple of cut positions c2 <= c1 <= c3 (plus the variants with c2 above c1 or c3 below c1, which
+    merge pieces and are covered by the ``<=`` ends) is realised by some (T, h).  Enumerate all of them on
+    the gaps of the grid and solve the least squares per triple.
+    """
+    n = grid.n
+    cuts = torch.arange(n + 1)                                # cut before point i (i = 0..n)
+    c1, c2, c3 = torch.meshgrid(cuts, cuts, cuts, indexing="ij")
+    keep = (c2 <= c1) & (c3 >= c1)
+    c1, c2, c3 = c1[keep], c2[keep], c3[keep]
+    T1 = grid.lo + (c1.to(DT) - 0.5) * grid.delta
+    T2 = grid.lo + (c2.to(DT) - 0.5) * grid.delta
+    h1 = (c3 - c2).to(DT) * grid.delta                      # v = x - h1 crosses T2 at c3
+    T = torch.stack([T1, T2], 1)
+    h = torch.stack([h1, torch.zeros_like(h1)], 1)
+    best = float("inf")
+    for Tc, hc in zip(T.split(200000), h.split(200000)):
+        best = min(best, float(exact_mse(Tc, hc, grid)[0].min()))
+    return best
+
+
+def test_cma_and_de_reach_the_exhaustive_two_step_optimum():
+    n = 120
+    grid = ExactGrid(torch.exp, -1.0, 1.0, n)
+    best = exhaustive_two_step_optimum(grid)
+    for search in (cma_search, de_search):
+        r = search("exp", 2, budget=20000, seed=0, n_points=n)
+        assert r.objective_rmse ** 2 >= best - 1e-12                 # nothing beats exhaustion
+        assert r.rmse <= math.sqrt(best) * 1.0005, (search.__name__, r.rmse, math.sqrt(best))
+        assert 20000 - 400 <= r.evaluations <= 20000 + 400 and r.history[-1][0] == r.evaluations
+
+
+def test_search_results_respect_the_piece_count_bound():
+    # a K-step neuron has at most 2^K pieces: its grid RMSE can never beat the best 2^K-piece constant fit
+    n = 2000
+    for K in (3, 4):
+        r = cma_search("exp", K, budget=15000, seed=1, n_points=n)
+        assert r.rmse >= bounds.best_piecewise_constant(torch.exp, 2 ** K, n_points=n) - 1e-9
+        gap = bounds.readout_gap(torch.exp, r.T, r.h, r.d, (-1.0, 1.0), n)
+        assert gap["pieces"] <= 2 ** K
+
+
+def test_min_pieces_for_rmse_is_the_smallest_admissible_count():
+    for eps in (0.05, 0.0127, 0.0015413):
+        P = bounds.min_pieces_for_rmse(eps)
+        assert bounds.piecewise_constant_lower_bound(P) <= eps < bounds.piecewise_constant_lower_bound(P - 1)
+        # the bound is a bound: the reached P-1 piece fit on a fine grid is not below it
+        assert bounds.best_piecewise_constant(torch.exp, P - 1, n_points=20000) >= \
+            bounds.piecewise_constant_lower_bound(P - 1) * 0.995
+    with pytest.raises(SpikevitError, match="target RMSE must be > 0"):
+        bounds.min_pieces_for_rmse(0.0)
