@@ -62,7 +62,7 @@ CASES = [  # (n, m, batch, scale, nonneg, lam, tau, steps, rectify, kind)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"m{c[1]}-K{c[7]}-{'rect' if c[8] else 'signed'}-{c[9]}")
-@pytest.mark.parametrize("backend", ["factored", "active", "screened"])
+@pytest.mark.parametrize("backend", ["factored", "active", "screened", "mixed"])
 def test_backends_match_float64_recursion_and_gramian(case, backend):
     n, m, bsz, scale, nonneg, lam, tau, steps, rectify, kind = case
     phi, s = _problem(n, m, bsz, scale, nonneg)
@@ -124,6 +124,60 @@ def test_screened_backend_does_far_fewer_full_products():
     assert scr.stats["active_pair_steps"] > 0
 
 
+@pytest.mark.parametrize("budget", [1e-4, 0.01, 0.2])
+def test_mixed_backend_is_exact_for_any_budget(budget):
+    """Tiny budget (a float32 refresh almost every step) or a large one (bfloat16 screening throughout): same codes."""
+    phi, s = _problem(24, 3000, 6, 10.0, nonneg=True, seed=11)
+    kw = dict(lam=2.0, tau=100.0, steps=100)
+    ref = encode_trace(phi, s, backend="factored", **kw)
+    out = encode_trace(phi, s, backend="mixed", budget=budget, **kw)
+    torch.testing.assert_close(out.codes, ref.codes, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(out.potentials, ref.potentials, rtol=1e-9, atol=1e-10)
+    assert (ref.codes != 0).sum() > 6
+    st = out.stats
+    # every row-step is either screened in bfloat16 or refreshed in float32 (rows start with a free refresh)
+    if budget == 0.2:
+        assert st["full_products"] < ref.stats["full_products"] / 10
+        assert st["screen_products"] > 0.9 * ref.stats["full_products"] and st["tracked_pairs"] > 0
+    if budget == 1e-4:
+        assert st["refreshes"] > st["screen_products"]
+    # float32: the same codes as the float32 factored form up to float32 round-off
+    out32 = encode_trace(phi.float(), s.float(), backend="mixed", budget=budget, **kw)
+    fac32 = encode_trace(phi.float(), s.float(), backend="factored", **kw)
+    assert (out32.codes - fac32.codes).abs().max() <= 1e-5 * fac32.codes.abs().max()
+    assert torch.equal(out32.codes != 0, fac32.codes != 0)
+
+
+def test_mixed_backend_catches_atoms_that_cross_late():
+    """Atoms that sit just below threshold for most of the run and cross near the end are found by the screen."""
+    phi, s = _problem(16, 800, 4, 6.0, seed=21)
+    kw = dict(lam=1.0, tau=30.0, steps=120)
+    ref = encode_trace(phi, s, backend="gramian", trace="active", **kw)
+    out = encode_trace(phi, s, backend="mixed", trace="active", budget=0.5, **kw)
+    torch.testing.assert_close(out.codes, ref.codes, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(out.active, ref.active)
+    assert out.stats["screen_hits"] > 0          # atoms outside the tracked set were caught by the screen
+
+
+def test_bf16_product_bound_holds():
+    """|phi^T D - bf16 product| <= c1 ||phi|| ||D|| + c2 |P| against a float64 product (safety 1: the proven constants)."""
+    from spikevit.functional.lca_mixed import bf16_product_bound, round_down
+    g = torch.Generator().manual_seed(0)
+    for n, scale in ((64, 1.0), (1280, 1e-3), (1280, 50.0)):
+        phi = torch.randn(n, 3000, generator=g)
+        D = scale * torch.randn(40, n, generator=g) * torch.rand(40, 1, generator=g)
+        P = (D.to(torch.bfloat16) @ phi.to(torch.bfloat16)).double()
+        exact = D.double() @ phi.double()
+        c1, c2 = bf16_product_bound(n, safety=1.0)
+        bound = c1 * D.double().norm(dim=1, keepdim=True) * phi.double().norm(dim=0) + c2 * P.abs()
+        assert ((exact - P).abs() <= bound).all()
+        # worst case vs random rounding: the bound is within ~2 orders of magnitude of the observed error
+        assert (exact - P).abs().max() > bound.max() / 200
+    x = torch.tensor([3.0, -3.0, 1e-30, -1e-30, 0.0, -math.inf, 2.0 ** 60], dtype=torch.float32)
+    y = round_down(x, torch.bfloat16, 2.0 ** -8)
+    assert (y.float() <= x).all() and y[-2] == -math.inf
+
+
 def test_screening_bound_holds_on_every_atom_and_step():
     """The bound used by the active backend, evaluated densely, is >= the true potential of silent atoms."""
     phi, s = _problem(20, 400, 3, 6.0, seed=5)
@@ -174,7 +228,7 @@ def test_rows_starting_at_different_steps_and_silent_rows():
     phi, s = _problem(16, 500, 5, 8.0, seed=2)
     s[1] *= 0.05          # starts late
     s[3] = 0.0            # never active
-    for backend in ("factored", "active", "screened"):
+    for backend in ("factored", "active", "screened", "mixed"):
         batch = encode(phi, s, backend=backend)
         for i in range(5):
             torch.testing.assert_close(batch[i], encode(phi, s[i:i + 1], backend="gramian")[0], rtol=1e-9, atol=1e-10)
@@ -185,7 +239,7 @@ def test_traces_match_the_reference_for_every_backend():
     phi, s = _problem(10, 200, 3, 5.0, seed=7)
     kw = dict(lam=0.6, tau=8.0, steps=30, trace="energy")
     ref = encode_trace(phi, s, backend="gramian", **kw)
-    for backend in ("factored", "active", "screened"):
+    for backend in ("factored", "active", "screened", "mixed"):
         out = encode_trace(phi, s, backend=backend, **kw)
         torch.testing.assert_close(out.active, ref.active)
         torch.testing.assert_close(out.energy, ref.energy, rtol=1e-9, atol=1e-9)
@@ -202,7 +256,7 @@ def test_exclude_in_every_backend():
     win = full.argmax(1)
     win[2] = -1
     ref = encode_trace(phi, s, backend="gramian", exclude=win)
-    for backend in ("factored", "active", "screened"):
+    for backend in ("factored", "active", "screened", "mixed"):
         out = encode_trace(phi, s, backend=backend, exclude=win)
         torch.testing.assert_close(out.codes, ref.codes, rtol=1e-9, atol=1e-10)
         torch.testing.assert_close(out.potentials, ref.potentials, rtol=1e-9, atol=1e-10)
@@ -274,6 +328,7 @@ def test_memory_is_never_m_by_m_outside_the_gramian(monkeypatch):
         encode(phi, s, backend="factored")
         encode(phi, s, backend="active")
         encode(phi, s, backend="screened")
+        encode(phi.float(), s.float(), backend="mixed")
     assert big == []
     with Watch():
         encode(phi, s, backend="gramian")

@@ -8,6 +8,7 @@ import torch
 
 from spikevit.errors import SpikevitError
 from spikevit.functional.lca import THRESHOLDS, LCATrace, lca_active, lca_factored, lca_gramian
+from spikevit.functional.lca_mixed import lca_mixed
 from spikevit.functional.lca_screened import lca_screened
 from spikevit.runtime import progress
 
@@ -16,6 +17,7 @@ BACKENDS: dict[str, Callable[..., LCATrace]] = {
     "factored": lca_factored,   # u = phi^T z + diag(G) v: one (B, N) x (N, M) product per step
     "active": lca_active,       # event-driven: safe screening, exact work on tracked atoms only
     "screened": lca_screened,   # safe screening, exact dense products on a shared set of near-threshold atoms
+    "mixed": lca_mixed,         # bfloat16 screening product with a proven error bound, float32 on every atom that can matter
 }
 
 # Dictionary size from which "auto" picks the active backend on CPU (None: never).  The active

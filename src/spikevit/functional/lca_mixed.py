@@ -1,0 +1,225 @@
+"""``lca_mixed``: exact LCA whose big product runs in bfloat16, with a proven error bound.
+
+Same dynamics and N-space state as :func:`spikevit.functional.lca.lca_factored`
+(u[k] = phi^T z[k] + diag(G) v[k]).  The factored form needs u for *every*
+atom at every step only to find the atoms that are (or become) active; the
+value of u matters only for those.  So each row keeps a reference
+``z_ref = z[k0]`` whose potentials ``U = phi^T z_ref`` were computed exactly
+(float32) at its last *refresh*, and at later steps the increment
+``phi^T (z[k] - z_ref)`` is formed by one bfloat16 product ``P`` (float32
+accumulation, bfloat16 output, about 2-3x the float32 rate on CPUs with
+AVX512-BF16/AMX and on GPUs).  Rounding analysis with unit roundoff
+``eps = 2^-8`` of bfloat16, for an atom i and D = z[k] - z_ref::
+
+    |phi_i^T D - P_i| <= c1 ||phi_i|| ||D|| + c2 |P_i|
+    c1 = 2 eps + eps^2 + gamma_N (1 + eps)^2,   c2 = eps / (1 - eps),   gamma_N = N 2^-24 / (1 - N 2^-24)
+
+(both factors rounded to bfloat16, products summed in float32, the sum rounded
+once to bfloat16); the code uses ``safety`` (default 2) times these constants.
+An atom silent since the refresh has self term diag(G)_i v_i[k] <= diag(G)_i v_i[k0]
+(v >= 0 decays while it is silent), so with the margin m_i = lam - U_i - diag(G)_i v_i[k0]
+it can only cross lam when
+
+    P_i (1 + c2) >= m_i - E,      E >= c1 max_i ||phi_i|| ||D||   (the row's budget)
+
+Atoms within E of lam at the refresh, and atoms that were active at any step
+since the refresh, are always computed exactly (threshold -inf).  Everything
+else is screened by one comparison of ``P`` with a per-(row, atom) bfloat16
+threshold (rounded down, so the test stays conservative).  Candidates get their
+exact float32 potential by a gathered dot product; a row whose ||D|| exceeds the
+budget is refreshed (one float32 product for that row).  Rows start with a free
+refresh: while nothing is active u[k] = c_k b.
+
+The codes are therefore the factored form's codes (float32 round-off), not an
+approximation: no atom whose bound stays below lam can be active, and every
+other atom is computed in float32.  Thresholds: rectified "soft"/"hard" (the
+default, the authors' choice); ``rectify=False`` falls back to the factored form.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from spikevit.errors import SpikevitError
+from spikevit.functional.lca import (AllReduce, LCATrace, _csr, _no_reduce, _Problem, _sampled_dots, _SelfTerm,
+                                     lca_factored)
+
+# unit roundoff of the screening formats (round to nearest even)
+UNIT_ROUNDOFF = {torch.bfloat16: 2.0 ** -8}
+
+
+def bf16_product_bound(n: int, unit: float = 2.0 ** -8, safety: float = 2.0) -> tuple[float, float]:
+    """(c1, c2) with |phi^T D - lowp(phi)^T lowp(D)| <= c1 ||phi|| ||D|| + c2 |P| (see module docstring)."""
+    g = n * 2.0 ** -24
+    gamma = g / (1.0 - g)
+    c1 = 2 * unit + unit * unit + gamma * (1 + unit) ** 2
+    c2 = unit / (1 - unit)
+    return safety * c1, safety * c2
+
+
+def round_down(x: torch.Tensor, dtype: torch.dtype, unit: float) -> torch.Tensor:
+    """A ``dtype`` tensor y with y <= x elementwise (x float32; -inf stays -inf).
+
+    Nudging x down by 2 unit |x| before round-to-nearest keeps the result below x:
+    RN(x - 2u|x|) <= (x - 2u|x|)(1 + u) < x for x > 0, and symmetrically for x < 0.
+    Values below the smallest normal of ``dtype`` are pushed down by its smallest normal.
+    """
+    tiny = torch.finfo(dtype).tiny
+    y = x - (2 * unit) * x.abs() - tiny
+    return y.to(dtype)
+
+
+def _recon(phiT: torch.Tensor, n: int, flat: torch.Tensor, vals: torch.Tensor, M: int) -> torch.Tensor:
+    """(n, N) phi a for sorted active (flat index, value) pairs, one CSR x dense product."""
+    if flat.numel() == 0:
+        return torch.zeros(n, phiT.shape[1], dtype=phiT.dtype, device=phiT.device)
+    return torch.sparse.mm(_csr(flat, vals, n, M), phiT)
+
+
+def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, steps: int,
+              rectify: bool = True, kind: str = "soft", exclude: torch.Tensor | None = None,
+              trace: bool = False, skip: bool = True, potentials: bool = True,
+              screen_dtype: torch.dtype = torch.bfloat16, budget: float = 0.01, safety: float = 2.0,
+              refresh_share: float = 0.5,
+              allreduce: AllReduce = _no_reduce) -> LCATrace:
+    """Exact LCA (codes of :func:`lca_factored`) with a bfloat16 screening product.
+
+    ``budget``: refresh a row when the bound on its screening error would exceed
+    ``budget * lam`` (smaller: more float32 refreshes, fewer exactly computed atoms).
+    ``safety``: multiplies the rounding-error constants (>= 1).
+    """
+    if not rectify:
+        return lca_factored(phi, s, lam=lam, tau=tau, steps=steps, rectify=rectify, kind=kind, exclude=exclude,
+                            trace=trace, skip=skip, potentials=potentials, allreduce=allreduce)
+    if screen_dtype not in UNIT_ROUNDOFF:
+        raise SpikevitError(f"screen_dtype {screen_dtype} is not supported; choose from {list(UNIT_ROUNDOFF)}")
+    if not (budget > 0 and math.isfinite(budget)):
+        raise SpikevitError(f"budget must be a positive number, got {budget}")
+    if not safety >= 1.0:
+        raise SpikevitError(f"safety must be >= 1 (it multiplies a proven error bound), got {safety}")
+    P = _Problem(phi, s, lam=lam, tau=tau, steps=steps, rectify=rectify, kind=kind, exclude=exclude,
+                 trace=trace, skip=skip, allreduce=allreduce)
+    B, M, N = P.B, P.M, P.N
+    dev, dt = s.device, s.dtype
+    unit = UNIT_ROUNDOFF[screen_dtype]
+    c1, c2 = bf16_product_bound(N, unit, safety)
+    norm_max = float(allreduce(P.gdiag.max().sqrt().reshape(1).clone(), "max")) if M else 0.0
+    E = budget * lam
+    phiT = phi.T.contiguous()                                      # (M, N) rows for gathers
+    phi_lo = phi.to(screen_dtype)
+    z = torch.zeros(B, N, dtype=dt, device=dev)
+    z_ref = torch.zeros(B, N, dtype=dt, device=dev)
+    # screening thresholds; +inf for tracked atoms (computed exactly) and excluded ones
+    thr = torch.full((B, M), math.inf, dtype=screen_dtype, device=dev)
+    pos_inf = torch.tensor(math.inf, dtype=screen_dtype, device=dev)
+    track = torch.zeros(0, dtype=torch.long, device=dev)          # sorted flat (row * M + atom) tracked pairs
+    v = _SelfTerm(B, M, P.decay, s)
+    excluded = None if P.keep is None else ~P.keep
+    stats = {"backend": "mixed", "full_products": 0.0, "screen_products": 0.0, "tracked_pairs": 0.0,
+             "screen_hits": 0.0, "refreshes": 0.0, "rows": B}
+    first = int(P.start[0]) if B else steps
+    n_prev = 0
+    fresh = torch.zeros(B, dtype=torch.bool, device=dev)           # rows whose z was just set in closed form
+    flat = torch.zeros(0, dtype=torch.long, device=dev)
+    vals = torch.zeros(0, dtype=dt, device=dev)
+
+    for k in range(first, steps + 1):
+        n = P.running(k)
+        if n > n_prev:  # rows starting now: nothing was active, z[k] = c_k s and u[k] = c_k b exactly
+            z[n_prev:n] = P.coef(k) * P.s[n_prev:n]
+            fresh[n_prev:n] = True
+            n_prev = n
+        usage = c1 * norm_max * (z[:n] - z_ref[:n]).norm(dim=1) / E  # share of the row's error budget
+        refresh = fresh[:n] | (usage > 1.0)
+        if bool((refresh & ~fresh[:n]).any()):  # a float32 product is due: take rows that are half-way too
+            refresh |= usage > refresh_share
+        n_ref = int(refresh.sum())
+        pieces_flat, pieces_vals = [], []
+        # 1) tracked atoms of rows that are not refreshed: exact float32 dot products at those pairs only
+        if n_ref:
+            track = track[~refresh[track // M]]
+        if track.numel():
+            t_u = _sampled_dots(z[:n], phiT, track, torch.zeros(track.numel(), dtype=dt, device=dev), M)
+            if v.ever.numel():
+                t_u = t_u + P.gdiag[track % M] * v.at(k, track)
+            stats["tracked_pairs"] += float(track.numel())
+            f, a = P.active_pairs(track, t_u)
+            pieces_flat.append(f)
+            pieces_vals.append(a)
+        # 2) refreshed rows: every potential exact (free for starting rows), new reference and thresholds
+        if n_ref:
+            ref_rows = torch.nonzero(refresh).squeeze(1)
+            new_rows = fresh[ref_rows]
+            old = ref_rows[~new_rows]
+            u_full = P.coef(k) * P.b[ref_rows]
+            if old.numel():
+                u_full[~new_rows] = z[old] @ phi
+                stats["full_products"] += float(old.numel())
+                stats["refreshes"] += float(old.numel())
+            if v.ever.numel():
+                u_full = u_full + P.gdiag * v.rows(k, ref_rows)
+            fresh[ref_rows] = False
+            margin = lam - u_full
+            t = round_down((margin - E) / (1.0 + c2), screen_dtype, unit)
+            near = margin <= E                                     # includes the active atoms
+            t = t.masked_fill(near, math.inf)
+            if excluded is not None:
+                t = t.masked_fill(excluded[ref_rows], math.inf)
+            thr[ref_rows] = t
+            z_ref[ref_rows] = z[ref_rows]
+            hit = torch.nonzero(near)
+            f0 = ref_rows[hit[:, 0]] * M + hit[:, 1]
+            track = torch.cat([track, f0])
+            f, a = P.active_pairs(f0, u_full[hit[:, 0], hit[:, 1]])
+            pieces_flat.append(f)
+            pieces_vals.append(a)
+        # 3) screening of the other atoms of the other rows: one low-precision product
+        if n_ref < n:
+            whole = n_ref == 0                                     # plain slices, no copies
+            rows = None if whole else torch.nonzero(~refresh).squeeze(1)
+            D = (z[:n] - z_ref[:n]) if whole else (z[rows] - z_ref[rows])
+            Pm = D.to(screen_dtype) @ phi_lo                       # (|S|, M) low-precision increment
+            stats["screen_products"] += float(Pm.shape[0])
+            hit = torch.nonzero(Pm >= (thr[:n] if whole else thr[rows]))
+            if hit.numel():
+                rows_c = hit[:, 0] if whole else rows[hit[:, 0]]
+                f0 = rows_c * M + hit[:, 1]
+                u = _sampled_dots(z[:n], phiT, f0, torch.zeros(f0.numel(), dtype=dt, device=dev), M)
+                if v.ever.numel():
+                    u = u + P.gdiag[hit[:, 1]] * v.at(k, f0)
+                stats["screen_hits"] += float(f0.numel())
+                thr.view(-1)[f0] = pos_inf                         # tracked (exact) from now on
+                track = torch.cat([track, f0])
+                f, a = P.active_pairs(f0, u)
+                pieces_flat.append(f)
+                pieces_vals.append(a)
+        track = torch.sort(track).values
+        flat = torch.cat(pieces_flat) if pieces_flat else torch.zeros(0, dtype=torch.long, device=dev)
+        vals = torch.cat(pieces_vals) if pieces_vals else torch.zeros(0, dtype=dt, device=dev)
+        order = torch.argsort(flat)
+        flat, vals = flat[order], vals[order]
+        recon = None
+        if k < steps or P.with_energy:
+            recon = allreduce(_recon(phiT, n, flat, vals, M), "sum")
+        P.record(k, n, flat // M, vals, recon)
+        if k == steps:
+            break
+        z[:n] = P.decay * z[:n] + P.rate * (P.s[:n] - recon)
+        v.add(k, flat, vals, P.rate)
+    codes = torch.zeros(B, M, dtype=dt, device=dev)
+    n = P.running(steps)
+    if first <= steps and n and flat.numel():
+        codes.view(-1)[flat] = vals
+    pot = None
+    if potentials:  # one exact product for u[K] (the screening never forms it)
+        pot = P.coef(steps) * P.b.clone()
+        if first <= steps and n:
+            pot[:n] = z[:n] @ phi
+            if v.ever.numel():
+                pot[:n] += P.gdiag * v.dense(steps, n, M)
+            stats["full_products"] += float(n)
+        if P.keep is not None:
+            pot = torch.where(P.keep, pot, pot - P.coef(steps) * P.b)
+    stats["first_step"] = first
+    return P.finish(codes, pot, min(first, steps), stats)
