@@ -1,12 +1,11 @@
 """Every exact LCA backend against the dense Gramian and a float64 recursion, plus the screening bound itself."""
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from spikevit.errors import SpikevitError
-from spikevit.functional.lca import first_crossing_step, first_crossing_steps, lca_active, screening_basis
+from spikevit.functional.lca import first_crossing_step, first_crossing_steps, screening_basis
 from spikevit.lca import encode, encode_batches, encode_trace
 from spikevit.lca.encode import BACKENDS, choose_backend
 
@@ -308,7 +307,6 @@ def test_memory_is_never_m_by_m_outside_the_gramian(monkeypatch):
     phi, s = _problem(8, 600, 3, 4.0, seed=1)
     m = phi.shape[1]
     big = []
-    real_zeros, real_mm = torch.zeros, torch.Tensor.__matmul__
 
     def watch(t):
         if isinstance(t, torch.Tensor) and t.numel() >= m * m:

@@ -114,7 +114,8 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
     thr = torch.full((B, M), math.inf, dtype=screen_dtype, device=dev)
     pos_inf = torch.tensor(math.inf, dtype=screen_dtype, device=dev)
     track = torch.zeros(0, dtype=torch.long, device=dev)          # sorted flat (row * M + atom) tracked pairs
-    v = _SelfTerm(B, M, P.decay, s)
+    v = _SelfTerm(B, M, P.decay, s, keep_ever=False)
+    any_active = False                                             # v is zero until the first activation
     excluded = None if P.keep is None else ~P.keep
     stats = {"backend": "mixed", "full_products": 0.0, "screen_products": 0.0, "tracked_pairs": 0.0,
              "screen_hits": 0.0, "refreshes": 0.0, "rows": B}
@@ -130,7 +131,8 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
             z[n_prev:n] = P.coef(k) * P.s[n_prev:n]
             fresh[n_prev:n] = True
             n_prev = n
-        usage = c1 * norm_max * (z[:n] - z_ref[:n]).norm(dim=1) / E  # share of the row's error budget
+        D_all = z[:n] - z_ref[:n]
+        usage = (c1 * norm_max / E) * D_all.norm(dim=1)          # share of the row's error budget in use
         refresh = fresh[:n] | (usage > 1.0)
         if bool((refresh & ~fresh[:n]).any()):  # a float32 product is due: take rows that are half-way too
             refresh |= usage > refresh_share
@@ -141,7 +143,7 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
             track = track[~refresh[track // M]]
         if track.numel():
             t_u = _sampled_dots(z[:n], phiT, track, torch.zeros(track.numel(), dtype=dt, device=dev), M)
-            if v.ever.numel():
+            if any_active:
                 t_u = t_u + P.gdiag[track % M] * v.at(k, track)
             stats["tracked_pairs"] += float(track.numel())
             f, a = P.active_pairs(track, t_u)
@@ -157,7 +159,7 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
                 u_full[~new_rows] = z[old] @ phi
                 stats["full_products"] += float(old.numel())
                 stats["refreshes"] += float(old.numel())
-            if v.ever.numel():
+            if any_active:
                 u_full = u_full + P.gdiag * v.rows(k, ref_rows)
             fresh[ref_rows] = False
             margin = lam - u_full
@@ -178,7 +180,7 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
         if n_ref < n:
             whole = n_ref == 0                                     # plain slices, no copies
             rows = None if whole else torch.nonzero(~refresh).squeeze(1)
-            D = (z[:n] - z_ref[:n]) if whole else (z[rows] - z_ref[rows])
+            D = D_all if whole else D_all[rows]
             Pm = D.to(screen_dtype) @ phi_lo                       # (|S|, M) low-precision increment
             stats["screen_products"] += float(Pm.shape[0])
             hit = torch.nonzero(Pm >= (thr[:n] if whole else thr[rows]))
@@ -186,7 +188,7 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
                 rows_c = hit[:, 0] if whole else rows[hit[:, 0]]
                 f0 = rows_c * M + hit[:, 1]
                 u = _sampled_dots(z[:n], phiT, f0, torch.zeros(f0.numel(), dtype=dt, device=dev), M)
-                if v.ever.numel():
+                if any_active:
                     u = u + P.gdiag[hit[:, 1]] * v.at(k, f0)
                 stats["screen_hits"] += float(f0.numel())
                 thr.view(-1)[f0] = pos_inf                         # tracked (exact) from now on
@@ -207,6 +209,7 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
             break
         z[:n] = P.decay * z[:n] + P.rate * (P.s[:n] - recon)
         v.add(k, flat, vals, P.rate)
+        any_active = any_active or flat.numel() > 0
     codes = torch.zeros(B, M, dtype=dt, device=dev)
     n = P.running(steps)
     if first <= steps and n and flat.numel():
@@ -216,7 +219,7 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
         pot = P.coef(steps) * P.b.clone()
         if first <= steps and n:
             pot[:n] = z[:n] @ phi
-            if v.ever.numel():
+            if any_active:
                 pot[:n] += P.gdiag * v.dense(steps, n, M)
             stats["full_products"] += float(n)
         if P.keep is not None:
