@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "src"))
 from spikevit.data.features import load_features  # noqa: E402
 from spikevit.lca.decoders import class_sums, max_activation  # noqa: E402
 from spikevit.lca.dictionary import normalize_atoms  # noqa: E402
-from spikevit.lca.encode import encode_trace  # noqa: E402
+from spikevit.lca.encode import choose_backend, encode_trace  # noqa: E402
 from spikevit.reports import write_report  # noqa: E402
 
 FEATURES = {
@@ -134,7 +134,16 @@ def flops_of(stats: dict, n: int, m: int, steps: int, backend: str, rows: int) -
     tests = stats.get("full_tests", 0.0) * m * 2 * 34 + stats.get("near_tests", 0.0) * 2 * 34
     if backend == "factored":  # reconstruction phi a from the active atoms: 2 N per active pair
         sparse = 2 * n * stats.get("active_pair_steps", 0.0)
+    if backend == "mixed":  # float32 part; the bfloat16 screening products are counted by bf16_flops_of
+        sparse = 2 * n * (stats.get("tracked_pairs", 0.0) + stats.get("screen_hits", 0.0)
+                          + stats.get("active_pair_steps", 0.0))
+        tests = 0.0
     return drive + (full + sparse + tests) / rows
+
+
+def bf16_flops_of(stats: dict, n: int, m: int, rows: int) -> float:
+    """FLOPs of the bfloat16 screening products (mixed backend), per sample."""
+    return stats.get("screen_products", 0.0) * 2 * n * m / rows
 
 
 def energy(atoms, s, codes, lam):
@@ -210,8 +219,11 @@ def run_config(args, name, m, steps, project, log_rows):
     rows_out[-1]["achieved_GFLOPs"] = rows_out[-1]["GFLOP_per_sample"] / (dense_ms / 1e3)
 
     # ---- spikevit backends on the whole query batch
-    variants = [("factored", "factored", {}), ("active", "active", {}),
+    default = choose_backend(n, m)
+    base["default_backend"] = default
+    variants = [("factored", "factored", {}), ("active", "active", {}), ("mixed", "mixed", {}),
                 ("factored bf16 (opt-in, inexact)", "factored", {"matmul_dtype": torch.bfloat16})]
+    variants = [((lab + " (default)") if (be == default and not ex) else lab, be, ex) for lab, be, ex in variants]
     preds_fac = None
     for label, backend, extra in variants:
         if args.quick and "bf16" in label and m > 20000:
@@ -232,12 +244,15 @@ def run_config(args, name, m, steps, project, log_rows):
         pred = class_sums(codes, labels, C).argmax(1)
         if backend == "factored" and not extra:
             preds_fac = pred
+        if stats_sum.get("refreshes") is not None:
+            stats_sum["refreshes"] /= s.shape[0]
         a_ms, a_act = acc(codes, y)
         gflop = flops_of(stats_sum, n, m, steps, backend, s.shape[0]) / 1e9
         row = base | {
             "method": label, "ms_per_sample": ms, "timed_on": int(s.shape[0]), "samples_per_s": 1e3 / ms,
             "speedup_vs_dense": dense_ms / ms, "peak_extra_MiB": mems, "gramian_build_s": None,
             "GFLOP_per_sample": gflop, "achieved_GFLOPs": gflop / (ms / 1e3),
+            "GFLOP_bf16_per_sample": bf16_flops_of(stats_sum, n, m, s.shape[0]) / 1e9 if backend == "mixed" else None,
             "max_rel_diff_vs_dense32": float((head - dense_codes).abs().max()) / scale,
             "max_rel_diff_vs_float64": float((head.double() - ref64).abs().max()) / scale,
             "same_maxsum_pred_as_dense": bool(torch.equal(class_sums(head, labels, C).argmax(1),
@@ -245,7 +260,9 @@ def run_config(args, name, m, steps, project, log_rows):
             "same_maxsum_pred_as_factored_all": None if preds_fac is None else bool(torch.equal(pred, preds_fac)),
             "top1_maxsum_%": a_ms, "top1_maxact_%": a_act, "accuracy_on": int(s.shape[0]),
             "full_products_per_sample": stats_sum.get("full_products", 0.0) / s.shape[0],
-            "tracked_pairs_per_sample_step": stats_sum.get("tracked_pair_steps", 0.0) / s.shape[0] / steps,
+            "tracked_pairs_per_sample_step": stats_sum.get("tracked_pair_steps", stats_sum.get("tracked_pairs", 0.0))
+            / s.shape[0] / steps,
+            "refreshes_per_sample": stats_sum.get("refreshes"),
             "active_per_sample_step": stats_sum.get("active_pair_steps", 0.0) / s.shape[0] / steps}
         rows_out.append(row)
         del codes_all, codes
@@ -358,10 +375,12 @@ def main(argv=None):
                     del probe
     fig = plot_scaling(rows, out.with_name(out.stem + "-scaling.png"))
     cols = ["features", "N", "M", "K", "method", "ms_per_sample", "samples_per_s", "speedup_vs_dense",
-            "peak_extra_MiB", "GFLOP_per_sample", "achieved_GFLOPs", "matmul_GFLOPs_fp32",
+            "peak_extra_MiB", "GFLOP_per_sample", "GFLOP_bf16_per_sample", "achieved_GFLOPs", "matmul_GFLOPs_fp32",
+            "matmul_GFLOPs_bf16",
             "max_rel_diff_vs_dense32", "max_rel_diff_vs_float64", "same_maxsum_pred_as_dense",
             "same_maxsum_pred_as_factored_all", "top1_maxsum_%", "top1_maxact_%", "accuracy_on",
             "full_products_per_sample", "tracked_pairs_per_sample_step", "active_per_sample_step",
+            "refreshes_per_sample",
             "lasso_energy_over_lca_energy", "timed_on"]
     table = [{c: r.get(c) for c in cols} for r in rows]
     notes = ("Dense Gramian = authors' formulation (G = Phi^T Phi built once, 'training', then G a every step, "
@@ -370,7 +389,10 @@ def main(argv=None):
              "minimise the same energy 1/2||s - Phi a||^2 + lam ||a||_1 (a >= 0) to convergence: LCA at tau = 100, "
              "K = 100 runs one time constant and is not converged, so its codes and accuracy differ by design. "
              "Timings on a shared 2-core CPU: compare rows of the same configuration (measured in the same run), "
-             "and the matmul GFLOP/s measured alongside." % args.batch)
+             "and the matmul GFLOP/s measured alongside. `mixed` = exact backend whose per-step product runs in "
+             "bfloat16 with a proven rounding-error bound (GFLOP_bf16_per_sample), float32 for tracked atoms "
+             "(GFLOP_per_sample); `factored bf16` = the whole product in bfloat16, inexact. `(default)` marks "
+             "the backend `backend='auto'` picks on this machine." % args.batch)
     write_report(out, "python benchmarks/lca_encode.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                  vars(args), {"rows": table, "machine_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
                  {"LCA encoding, side by side": table}, title="LCA encoding: dense Gramian vs spikevit backends vs Lasso",

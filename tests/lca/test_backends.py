@@ -283,20 +283,21 @@ def test_streaming_equals_one_call_and_bounded_batches():
     assert sum(c.shape[0] for c in seen) == 11
 
 
-def test_backend_choice_and_options():
+def test_backend_choice_and_options(monkeypatch):
+    import importlib
+    enc = importlib.import_module("spikevit.lca.encode")
     assert choose_backend(1280, 500) == "gramian"
     assert choose_backend(1280, 2000) == "factored"
     assert choose_backend(1280, 50_000, torch.device("cuda")) == "factored"
-    import importlib
-    enc = importlib.import_module("spikevit.lca.encode")
-    old = enc.ACTIVE_MIN_ATOMS
-    try:
-        enc.ACTIVE_MIN_ATOMS = 4096
-        assert choose_backend(1280, 50_000) == "active"
-        assert choose_backend(1280, 50_000, torch.device("cuda")) == "factored"
-    finally:
-        enc.ACTIVE_MIN_ATOMS = old
-    assert set(BACKENDS) >= {"gramian", "factored", "active"}
+    monkeypatch.setattr(enc, "_BF16_CPU", True)
+    assert choose_backend(1280, 50_000) == "mixed"
+    assert choose_backend(1280, 2000) == "factored"
+    monkeypatch.setattr(enc, "_BF16_CPU", False)    # emulated bfloat16: the screening would not pay
+    assert choose_backend(1280, 50_000) == "factored"
+    monkeypatch.setattr(enc, "ACTIVE_MIN_ATOMS", 4096)
+    assert choose_backend(1280, 50_000) == "active"
+    assert choose_backend(1280, 50_000, torch.device("cuda")) == "factored"
+    assert set(BACKENDS) >= {"gramian", "factored", "active", "screened", "mixed"}
     phi, s = _problem(8, 30, 2, 3.0)
     with pytest.raises(SpikevitError, match="does not take"):
         encode_trace(phi, s, backend="gramian", basis_dim=4)

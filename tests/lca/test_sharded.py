@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent('''
     exclude = torch.tensor([3, -1, 200, 150, -1])              # global indices, on both shards
     shard = DictionaryShard.from_dictionary(phi, labels, info.rank, info.world_size)
     out = {}
-    for backend in ("factored", "active"):
+    for backend in ("factored", "active", "mixed"):
         res = encode_sharded(shard, s, lam=0.8, tau=10.0, steps=40, backend=backend, exclude=exclude,
                              trace="energy", potentials=True)
         dec = decode_sharded(res.codes, shard)
@@ -89,7 +89,7 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, env):
     exclude = torch.tensor([3, -1, 200, 150, -1])
     ref = encode_trace(phi, s, lam=0.8, tau=10.0, steps=40, backend="gramian", exclude=exclude, trace="energy")
     assert (ref.codes != 0).sum(1).min() > 0
-    for backend in ("factored", "active"):
+    for backend in ("factored", "active", "mixed"):
         torch.testing.assert_close(got[f"{backend}.codes"], ref.codes, rtol=1e-9, atol=1e-10)
         torch.testing.assert_close(got[f"{backend}.potentials"], ref.potentials, rtol=1e-9, atol=1e-10)
         torch.testing.assert_close(got[f"{backend}.energy"], ref.energy, rtol=1e-9, atol=1e-9)

@@ -118,7 +118,7 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
     any_active = False                                             # v is zero until the first activation
     excluded = None if P.keep is None else ~P.keep
     stats = {"backend": "mixed", "full_products": 0.0, "screen_products": 0.0, "tracked_pairs": 0.0,
-             "screen_hits": 0.0, "refreshes": 0.0, "rows": B}
+             "screen_hits": 0.0, "refreshes": 0.0, "active_pair_steps": 0.0, "rows": B}
     first = int(P.start[0]) if B else steps
     n_prev = 0
     fresh = torch.zeros(B, dtype=torch.bool, device=dev)           # rows whose z was just set in closed form
@@ -201,6 +201,7 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
         vals = torch.cat(pieces_vals) if pieces_vals else torch.zeros(0, dtype=dt, device=dev)
         order = torch.argsort(flat)
         flat, vals = flat[order], vals[order]
+        stats["active_pair_steps"] += float(flat.numel())
         recon = None
         if k < steps or P.with_energy:
             recon = allreduce(_recon(phiT, n, flat, vals, M), "sum")

@@ -31,7 +31,7 @@ from spikevit.errors import SpikevitError
 from spikevit.functional.lca import LCATrace
 from spikevit.lca.encode import BACKENDS, _check_params, check_dictionary_inputs, choose_backend
 
-SHARDABLE = ("factored", "active")
+SHARDABLE = ("factored", "active", "mixed")
 
 
 def shard_bounds(m: int, rank: int, world: int) -> tuple[int, int]:

@@ -22,11 +22,14 @@ BACKENDS: dict[str, Callable[..., LCATrace]] = {
 
 # Dictionary size from which "auto" picks the active backend on CPU (None: never).  The active
 # backend performs ~10x fewer FLOPs than "factored" at M >= 5,000 (benchmarks/lca_encode.py), but
-# it runs many small kernels; on the shared, oversubscribed 2-core CPU it was measured slower in
-# wall-clock than the factored form's single large product per step, so "auto" stays on
-# "factored" until a quiet-machine measurement says otherwise.  On GPUs the dense product is
-# cheap and the screening's host syncs are not: "factored" there too.
+# it runs many small kernels and was measured no faster in wall-clock, so it is never the default.
 ACTIVE_MIN_ATOMS: int | None = None
+# Dictionary size from which "auto" picks the exact "mixed" backend (bfloat16 screening product) on
+# CPUs with native bfloat16 matrix units (AVX512-BF16 / AMX-BF16); measured 1.6x faster than
+# "factored" at M = 50,000 (benchmarks/lca_encode.py).  Without native bfloat16 the screening
+# product is emulated and slow, so "factored" stays the choice there; on GPUs too (the dense
+# product is cheap there and the screening's host synchronisations are not).
+MIXED_MIN_ATOMS: int | None = 16384
 
 
 def register_backend(name: str, fn: Callable[..., LCATrace]) -> None:
@@ -34,18 +37,40 @@ def register_backend(name: str, fn: Callable[..., LCATrace]) -> None:
     BACKENDS[name] = fn
 
 
+_BF16_CPU: bool | None = None
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU advertises bfloat16 dot-product / matrix instructions (Linux /proc/cpuinfo)."""
+    global _BF16_CPU
+    if _BF16_CPU is None:
+        try:
+            with open("/proc/cpuinfo") as fh:
+                flags = set()
+                for line in fh:
+                    if line.startswith("flags"):
+                        flags = set(line.split(":", 1)[1].split())
+                        break
+            _BF16_CPU = bool(flags & {"avx512_bf16", "amx_bf16"})
+        except OSError:
+            _BF16_CPU = False
+    return _BF16_CPU
+
+
 def choose_backend(n: int, m: int, device: torch.device | None = None) -> str:
     """Pick the cheapest exact backend for an (N, M) dictionary on ``device``.
 
     The dense Gramian only pays off when M <= N (G is then no larger than phi);
-    otherwise the factored form (or the active backend on CPU from
-    ``ACTIVE_MIN_ATOMS`` atoms on, when that is set).
+    otherwise the factored form, or on CPUs with native bfloat16 from
+    ``MIXED_MIN_ATOMS`` atoms on the "mixed" backend (same codes, bfloat16 screening).
     """
     if m <= n:
         return "gramian"
     dev_type = torch.device(device).type if device is not None else "cpu"
     if dev_type == "cpu" and ACTIVE_MIN_ATOMS is not None and m >= ACTIVE_MIN_ATOMS:
         return "active"
+    if dev_type == "cpu" and MIXED_MIN_ATOMS is not None and m >= MIXED_MIN_ATOMS and cpu_has_native_bf16():
+        return "mixed"
     return "factored"
 
 
