@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from spikevit.conversion import bounds
+from spikevit.conversion.fitting import leaf_intervals
 from spikevit.conversion.search import ExactGrid, cma_search, de_search, exact_mse
 from spikevit.errors import SpikevitError
 from spikevit.functional.fewspike import fs_neuron, fs_spikes
@@ -89,3 +90,54 @@ def test_min_pieces_for_rmse_is_the_smallest_admissible_count():
             bounds.piecewise_constant_lower_bound(P - 1) * 0.995
     with pytest.raises(SpikevitError, match="target RMSE must be > 0"):
         bounds.min_pieces_for_rmse(0.0)
+
+
+def fine_grid_sse(T, h, n=200001):
+    """Continuous int_{-1}^{1} (f - exp)^2 with the least-squares d, by a fine midpoint-free Riemann sum."""
+    x = torch.linspace(-1, 1, n, dtype=DT)
+    mse, _ = brute_force(x, torch.exp(x), T, h)
+    return mse * 2.0
+
+
+def random_neurons(K, count, seed):
+    g = torch.Generator().manual_seed(seed)
+    T = torch.rand(count, K, generator=g, dtype=DT) * 2.2 - 1.2
+    h = torch.rand(count, K, generator=g, dtype=DT) * 1.2 - 0.1
+    return T, h
+
+
+def test_piece_count_is_one_plus_cut_multiplicities():
+    T, h = random_neurons(6, 8, 5)
+    x = torch.linspace(-1, 1, 400001, dtype=DT)
+    for p in range(8):
+        m = bounds.cut_multiplicities(T[p], h[p])
+        a, b = leaf_intervals(T[p:p + 1], h[p:p + 1], -1.0, 1.0)
+        widths = (b - a)[b > a]
+        z = fs_spikes(x, T[p], h[p])
+        runs = 1 + int((z[:, 1:] != z[:, :-1]).any(0).sum())
+        assert widths.numel() == 1 + sum(m)
+        if float(widths.min()) > 1e-4:          # every piece is wide enough to hold grid points
+            assert runs == 1 + sum(m)
+
+
+def test_overlap_conflict_bound_closed_form_and_validity():
+    # binary expansion, level 1: windows [-1, 0) and [-1, 0], discharges 0 and 1
+    T, h = torch.tensor([0.0, -0.5], dtype=DT), torch.tensor([1.0, 0.5], dtype=DT)
+    V = (1 - math.exp(-2)) / 2 - (1 - math.exp(-1)) ** 2
+    assert math.isclose(bounds.overlap_conflict_bound(T, h, 1), 0.5 * (math.e - 1) ** 2 * V, rel_tol=1e-9)
+    # no readout beats it: random neurons and searched ones, optimal d on a fine grid
+    Tr, hr = random_neurons(5, 6, 11)
+    cands = [(Tr[p], hr[p]) for p in range(6)]
+    r = cma_search("exp", 5, budget=8000, seed=0, n_points=2000)
+    cands.append((r.T, r.h))
+    t = torch.arange(5, dtype=DT)
+    cands.append((-1 + 2 * 0.5 ** (t + 1), 2 * 0.5 ** (t + 1)))          # binary expansion, K = 5
+    ratios = []
+    for T, h in cands:
+        sse = fine_grid_sse(T, h)
+        for k in range(1, 5):
+            assert bounds.overlap_conflict_bound(T, h, k) <= sse * 1.001 + 1e-9
+        assert bounds.structure_rmse_bound(T, h)["rmse_bound"] <= math.sqrt(sse / 2) * 1.001 + 1e-9
+        ratios.append(max(bounds.overlap_conflict_bound(T, h, k) for k in range(1, 5)) / sse)
+    # and it is not vacuous: it explains most of the binary expansion's error, a good part of a fitted one's
+    assert ratios[-1] > 0.8 and ratios[-2] > 0.3

@@ -145,3 +145,92 @@ def min_pieces_for_rmse(eps: float, domain: tuple[float, float] = (-1.0, 1.0), l
         else:
             lo = mid + 1
     return lo
+
+
+def level_windows(T: torch.Tensor, h: torch.Tensor, k: int, domain: tuple[float, float] = (-1.0, 1.0)
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Segments and windows after the first ``k`` steps: ``(a, b, C)`` for the non-empty prefixes.
+
+    Prefix ``p`` (spike pattern of steps ``1..k``) holds the inputs ``S_p = [a_p, b_p)`` and has discharged
+    ``C_p = sum_t h_t p_t``; its residual ``v[k+1] = x - C_p`` runs over the window ``W_p = S_p - C_p``,
+    where all ``p`` share the same remaining neuron (steps ``k+1..K``): ``f(x) = D_p + g_k(x - C_p)``.
+    """
+    from spikevit.conversion.fitting import leaf_intervals
+
+    lo, hi = domain
+    T, h = T.to(DT).flatten(), h.to(DT).flatten()
+    if k == 0:
+        return (torch.tensor([lo], dtype=DT), torch.tensor([hi], dtype=DT), torch.zeros(1, dtype=DT))
+    a, b = leaf_intervals(T[None, :k], h[None, :k], lo, hi)
+    m = torch.arange(1 << k)
+    bits = ((m[:, None] >> torch.arange(k)) & 1).to(DT)
+    C = bits @ h[:k]
+    keep = b[0] > a[0]
+    return a[0][keep], b[0][keep], C[keep]
+
+
+def cut_multiplicities(T: torch.Tensor, h: torch.Tensor, domain: tuple[float, float] = (-1.0, 1.0)) -> list[int]:
+    """``m_k``: number of level-``k`` windows whose interior contains ``T[k+1]`` (k = 0..K-1).
+
+    Step ``k+1`` splits segment ``S_p`` iff ``T[k+1]`` lies strictly inside ``W_p``, so the neuron cuts
+    ``domain`` into exactly ``1 + sum_k m_k`` non-empty intervals: more pieces need windows that overlap.
+    """
+    T = T.to(DT).flatten()
+    out = []
+    for k in range(T.numel()):
+        a, b, C = level_windows(T, h, k, domain)
+        out.append(int(((a - C < T[k]) & (T[k] < b - C)).sum()))
+    return out
+
+
+def _exp_variance_integral(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``min_c int_s^t (e^u - c)^2 du`` (0 for empty intervals)."""
+    L = (t - s).clamp(min=0)
+    full = (torch.exp(2 * t) - torch.exp(2 * s)) / 2 - (torch.exp(t) - torch.exp(s)) ** 2 / L.clamp(min=1e-300)
+    return torch.where(L > 1e-12, full.clamp(min=0), torch.zeros_like(L))
+
+
+def overlap_conflict_bound(T: torch.Tensor, h: torch.Tensor, k: int,
+                           domain: tuple[float, float] = (-1.0, 1.0)) -> float:
+    """Lower bound on ``int_domain (f - exp)^2 dx`` for **every** readout ``d`` of the neuron ``(T, h)``.
+
+    Proof.  On ``S_p`` the output is ``D_p + g(x - C_p)`` with one function ``g`` (steps ``k+1..K``) for all
+    prefixes.  If two windows overlap on ``O = W_p cap W_q``, then for ``u in O`` the errors
+    ``e_p(u) = D_p + g(u) - e^(u + C_p)`` and ``e_q(u)`` at the inputs ``u + C_p in S_p`` and ``u + C_q in S_q``
+    satisfy ``e_q - e_p = (D_q - D_p) - (e^C_q - e^C_p) e^u`` whatever ``g`` is, and
+    ``e_p^2 + e_q^2 >= (e_q - e_p)^2 / 2``.  Hence
+    ``int_{S_p} e^2 + int_{S_q} e^2 >= (e^C_q - e^C_p)^2 / 2 * min_c int_O (e^u - c)^2 du``.
+    Summing over pairs that share no prefix (a matching; chosen greedily by weight) bounds the total,
+    since the segments of distinct prefixes are disjoint.  The bound depends on ``(T, h)`` only through
+    the first ``k`` steps; it is not a bound over all neurons.
+    """
+    a, b, C = level_windows(T, h, k, domain)
+    n = a.numel()
+    if n < 2:
+        return 0.0
+    wa, wb = a - C, b - C
+    s = torch.maximum(wa[:, None], wa[None, :])
+    t = torch.minimum(wb[:, None], wb[None, :])
+    w = 0.5 * (torch.exp(C)[:, None] - torch.exp(C)[None, :]) ** 2 * _exp_variance_integral(s, t)
+    w = torch.triu(w, diagonal=1)
+    order = torch.argsort(w.flatten(), descending=True)
+    used = torch.zeros(n, dtype=torch.bool)
+    total = 0.0
+    for idx in order.tolist():
+        val = float(w.flatten()[idx])
+        if val <= 0:
+            break
+        i, j = divmod(idx, n)
+        if not used[i] and not used[j]:
+            used[i] = used[j] = True
+            total += val
+    return total
+
+
+def structure_rmse_bound(T: torch.Tensor, h: torch.Tensor, domain: tuple[float, float] = (-1.0, 1.0)) -> dict:
+    """``max_k`` of :func:`overlap_conflict_bound` as a continuous RMSE: no readout ``d`` does better."""
+    L = domain[1] - domain[0]
+    per_level = [overlap_conflict_bound(T, h, k, domain) for k in range(1, T.numel())]
+    best = max(per_level) if per_level else 0.0
+    return {"rmse_bound": math.sqrt(best / L), "level": 1 + per_level.index(best) if per_level else 0,
+            "per_level_rmse": [math.sqrt(v / L) for v in per_level]}
