@@ -28,7 +28,9 @@ def _add_lca_args(p):
     p.add_argument("--signed", action="store_true", help="signed soft threshold (default: rectified, as the "
                    "authors' code: a = max(u - lam, 0))")
     p.add_argument("--threshold", default="soft", choices=["soft", "hard"])
-    p.add_argument("--backend", default="auto", help="LCA backend: auto, gramian, factored, ...")
+    p.add_argument("--backend", default="auto",
+                   help="LCA backend (all exact): auto (gramian for M <= N; mixed from M >= 16,384 on CPUs with "
+                        "native bfloat16; else factored), gramian, factored, active, screened, mixed")
     p.add_argument("--encode-batch", type=int, default=256, help="inputs per LCA batch")
 
 
