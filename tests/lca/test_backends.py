@@ -158,6 +158,19 @@ def test_mixed_backend_catches_atoms_that_cross_late():
     assert out.stats["screen_hits"] > 0          # atoms outside the tracked set were caught by the screen
 
 
+def test_mixed_backend_falls_back_when_the_kernel_breaks_the_bound(monkeypatch):
+    """A low-precision kernel that accumulated in low precision would break the bound: the factored form is used."""
+    import spikevit.functional.lca_mixed as lm
+    phi, s = _problem(16, 500, 3, 6.0, seed=2, dtype=torch.float32)
+    monkeypatch.setattr(lm, "_KERNEL_CHECKS", {(str(phi.device), 16, torch.bfloat16): False})
+    with pytest.warns(RuntimeWarning, match="rounding bound"):
+        out = encode_trace(phi, s, backend="mixed")
+    assert out.stats["backend"] == "factored"
+    monkeypatch.setattr(lm, "_KERNEL_CHECKS", {})
+    assert lm.screening_kernel_ok(16, phi.device) and lm.screening_kernel_ok(1280, phi.device)
+    assert encode_trace(phi, s, backend="mixed").stats["backend"] == "mixed"
+
+
 def test_bf16_product_bound_holds():
     """|phi^T D - bf16 product| <= c1 ||phi|| ||D|| + c2 |P| against a float64 product (safety 1: the proven constants)."""
     from spikevit.functional.lca_mixed import bf16_product_bound, round_down

@@ -38,6 +38,7 @@ default, the authors' choice); ``rectify=False`` falls back to the factored form
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +72,29 @@ def round_down(x: torch.Tensor, dtype: torch.dtype, unit: float) -> torch.Tensor
     return y.to(dtype)
 
 
+_KERNEL_CHECKS: dict = {}
+
+
+def screening_kernel_ok(n: int, device: torch.device, screen_dtype: torch.dtype = torch.bfloat16) -> bool:
+    """Check once per (device, N, dtype) that this machine's low-precision product obeys the bound.
+
+    The bound assumes float32 accumulation inside the kernel (true for AVX512-BF16, AMX and tensor
+    cores).  A 64 x 512 product of random data is compared with float64; a kernel that violates the
+    bound (with the proven constants, safety 1) makes :func:`lca_mixed` fall back to the factored form.
+    """
+    key = (str(device), int(n), screen_dtype)
+    if key not in _KERNEL_CHECKS:
+        g = torch.Generator().manual_seed(1234)
+        phiT = torch.randn(512, n, generator=g)
+        D = torch.randn(64, n, generator=g) * torch.rand(64, 1, generator=g)
+        P = F.linear(D.to(device, screen_dtype), phiT.to(device, screen_dtype)).double().cpu()
+        exact = D.double() @ phiT.double().T
+        c1, c2 = bf16_product_bound(n, UNIT_ROUNDOFF[screen_dtype], safety=1.0)
+        bound = c1 * D.double().norm(dim=1, keepdim=True) * phiT.double().norm(dim=1) + c2 * P.abs()
+        _KERNEL_CHECKS[key] = bool(((exact - P).abs() <= bound).all())
+    return _KERNEL_CHECKS[key]
+
+
 def _recon(phiT: torch.Tensor, n: int, flat: torch.Tensor, vals: torch.Tensor, M: int) -> torch.Tensor:
     """(n, N) phi a for sorted active (flat index, value) pairs, one CSR x dense product."""
     if flat.numel() == 0:
@@ -99,6 +123,11 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
         raise SpikevitError(f"budget must be a positive number, got {budget}")
     if not safety >= 1.0:
         raise SpikevitError(f"safety must be >= 1 (it multiplies a proven error bound), got {safety}")
+    if not screening_kernel_ok(phi.shape[0], phi.device, screen_dtype):
+        warnings.warn(f"the {screen_dtype} matrix product on {phi.device} does not meet the rounding bound the "
+                      "mixed backend relies on; using the factored form (same codes, slower)", RuntimeWarning)
+        return lca_factored(phi, s, lam=lam, tau=tau, steps=steps, rectify=rectify, kind=kind, exclude=exclude,
+                            trace=trace, skip=skip, potentials=potentials, allreduce=allreduce)
     P = _Problem(phi, s, lam=lam, tau=tau, steps=steps, rectify=rectify, kind=kind, exclude=exclude,
                  trace=trace, skip=skip, allreduce=allreduce)
     B, M, N = P.B, P.M, P.N
