@@ -29,6 +29,7 @@ def test_run_in_steps_matches_run_in_one_go(tmp_path, capsys):
     assert res["M_hat"] == pytest.approx(sum(res["active_per_step_mean"]) / 60, rel=1e-6)
     assert (tmp_path / "run.md").exists() and (tmp_path / "run-active.png").exists()
     assert doc["config"]["dictionary_size"] == 600
+    assert doc["config"]["backend_resolved"] == "factored"   # auto on 64-dim digits, M = 600 > N
     assert doc["command"].startswith("spikevit lca run --dataset digits") and "--dictionary-size 600" in doc["command"]
 
     d = str(tmp_path / "d.safetensors")
