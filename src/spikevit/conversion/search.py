@@ -126,8 +126,9 @@ def cma_search(function: str, steps: int, *, budget: int = 200_000, seed: int = 
                domain: tuple[float, float] | None = None, n_points: int = 10000) -> SearchResult:
     """CMA-ES with IPOP restarts on the exact grid objective until ``budget`` evaluations are spent.
 
-    The first run starts at ``init`` (if given) or at the binary expansion; each restart starts at a
-    fresh member of the fitter's structured random population, with twice the population size.
+    The first run starts at ``init`` (if given; it is evaluated too, so the result is never worse) or at
+    the binary expansion; each restart starts at a fresh member of the fitter's structured random
+    population, with twice the population size.
     """
     import cma
 
@@ -144,6 +145,7 @@ def cma_search(function: str, steps: int, *, budget: int = 200_000, seed: int = 
     while not track.exhausted:
         if restarts == 0 and init is not None:
             x0 = torch.cat([torch.as_tensor(init[0], dtype=DT).flatten(), torch.as_tensor(init[1], dtype=DT).flatten()])
+            track(x0.numpy()[None])       # the start point itself counts: the result is never worse than init
         else:
             j = restarts % 64
             x0 = torch.cat([pool_T[j], pool_h[j]])
