@@ -171,7 +171,9 @@ def report(functions: list[str], args, params_path: Path, out: Path) -> None:
              "rmse_same_pieces_free_values: the same partition with each piece set to the mean of f "
              "(what a non-additive readout could reach).  best_2^K_piece_constant: a K-step neuron has "
              "at most 2^K pieces, so no fit can beat this (Lloyd on the grid); lower_bound_2^K_pieces_"
-             "continuous: closed-form lower bound for the continuous L2 problem.")
+             "continuous: closed-form lower bound for the continuous L2 problem.  fitted_by: basin hopping (this "
+             "script) or the CMA-ES / differential-evolution study of benchmarks/conversion/"
+             "fewspike_search_evidence.py, whichever reached the lower RMSE (report in search/).")
     write_report(out / "fewspike_fit.json", "python benchmarks/conversion/fit_fewspike.py " + " ".join(sys.argv[1:]),
                  {"functions": functions, "points": args.points, "params_file": str(params_path)},
                  {"references": refs, "extrapolation": fit_line,
