@@ -22,13 +22,14 @@ it can only cross lam when
 
     P_i (1 + c2) >= m_i - E,      E >= c1 max_i ||phi_i|| ||D||   (the row's budget)
 
-Atoms within E of lam at the refresh, and atoms that were active at any step
-since the refresh, are always computed exactly (threshold -inf).  Everything
-else is screened by one comparison of ``P`` with a per-(row, atom) bfloat16
-threshold (rounded down, so the test stays conservative).  Candidates get their
-exact float32 potential by a gathered dot product; a row whose ||D|| exceeds the
-budget is refreshed (one float32 product for that row).  Rows start with a free
-refresh: while nothing is active u[k] = c_k b.
+Atoms within E of lam at the refresh, atoms that passed the screen and atoms
+active since the refresh are *tracked*: computed exactly every step (float32 CSR
+sampled dot products phi_i^T z) and left out of the screen (threshold +inf).
+Every other atom is screened by one comparison of ``P`` with a per-(row, atom)
+bfloat16 threshold (rounded down, so the test stays conservative).  A row whose
+||D|| would exceed the budget is refreshed (one float32 product for that row; rows
+half-way through their budget join it).  Rows start with a free refresh: while
+nothing is active u[k] = c_k b.
 
 The codes are therefore the factored form's codes (float32 round-off), not an
 approximation: no atom whose bound stays below lam can be active, and every
@@ -123,7 +124,10 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
         raise SpikevitError(f"budget must be a positive number, got {budget}")
     if not safety >= 1.0:
         raise SpikevitError(f"safety must be >= 1 (it multiplies a proven error bound), got {safety}")
-    if not screening_kernel_ok(phi.shape[0], phi.device, screen_dtype):
+    ok = screening_kernel_ok(phi.shape[0], phi.device, screen_dtype)
+    # every rank of a sharded dictionary must take the same branch (their collectives must match)
+    ok = float(allreduce(torch.tensor([0.0 if ok else 1.0], device=phi.device), "max")) == 0.0
+    if not ok:
         warnings.warn(f"the {screen_dtype} matrix product on {phi.device} does not meet the rounding bound the "
                       "mixed backend relies on; using the factored form (same codes, slower)", RuntimeWarning)
         return lca_factored(phi, s, lam=lam, tau=tau, steps=steps, rectify=rectify, kind=kind, exclude=exclude,
