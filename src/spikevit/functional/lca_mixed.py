@@ -7,8 +7,8 @@ value of u matters only for those.  So each row keeps a reference
 ``z_ref = z[k0]`` whose potentials ``U = phi^T z_ref`` were computed exactly
 (float32) at its last *refresh*, and at later steps the increment
 ``phi^T (z[k] - z_ref)`` is formed by one bfloat16 product ``P`` (float32
-accumulation, bfloat16 output, about 2-3x the float32 rate on CPUs with
-AVX512-BF16/AMX and on GPUs).  Rounding analysis with unit roundoff
+accumulation, bfloat16 output; 5-6x the float32 rate on the AMX CPU of
+benchmarks/lca_encode.py).  Rounding analysis with unit roundoff
 ``eps = 2^-8`` of bfloat16, for an atom i and D = z[k] - z_ref::
 
     |phi_i^T D - P_i| <= c1 ||phi_i|| ||D|| + c2 |P_i|
