@@ -113,7 +113,7 @@ def report(runs: Path, out: Path, params_path: Path, command: str) -> None:
     fexp = torch.exp
     for K in sorted({r["steps"] for r in recs}):
         rs = [r for r in recs if r["steps"] == K]
-        b = min(rs, key=lambda r: r["rmse"])
+        b = min(rs, key=lambda r: (r["rmse"], r["init"] != "none"))
         T, h, d = (torch.tensor(b[k], dtype=torch.float64) for k in ("T", "h", "d"))
         gap = bounds.readout_gap(fexp, T, h, d, (-1.0, 1.0), 10000)
         fresh = [r["rmse"] for r in rs if r["init"] == "none"]
