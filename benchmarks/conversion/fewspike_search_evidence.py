@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -163,7 +162,6 @@ def report(runs: Path, out: Path, params_path: Path, command: str) -> None:
                 e = [p[0] for p in r["history"]]
                 v = [p[1] for p in r["history"]]
                 ax.step(e, v, where="post", label=f"{r['method']} s{r['seed']} ({r['init']})", lw=1)
-            shipped = entries.get(f"exp/{K}", {})
             basin = json.loads((out.parent / "runs" / f"exp-K{K}.json").read_text()) if (out.parent / "runs" / f"exp-K{K}.json").exists() else None
             if basin:
                 ax.plot([basin["evaluations"]], [basin["rmse"]], "k*", ms=10,

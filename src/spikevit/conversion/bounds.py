@@ -10,6 +10,12 @@
   exactly ``d[t]``, wherever they sit.  :func:`readout_gap` compares a fitted neuron with the same
   partition given free per-interval values (the mean of ``f`` on each interval), which isolates the
   cost of the additive readout from the cost of the partition.
+* :func:`min_pieces_for_rmse`: how many constant pieces a given RMSE needs at least (387 for 0.0015413).
+* Windows: after ``k`` steps every prefix ``p`` maps its inputs ``S_p`` to the residual window
+  ``W_p = S_p - C_p`` of the shared remaining neuron.  :func:`cut_multiplicities` gives the exact piece
+  count ``1 + sum_k m_k`` (``m_k`` windows contain ``T[k+1]``), and :func:`overlap_conflict_bound` /
+  :func:`structure_rmse_bound` the error that overlapping windows force on *every* readout of a given
+  ``(T, h)`` (exp needs slope ``e^C_p`` in window ``p``, the shared rest of the neuron gives one slope).
 """
 from __future__ import annotations
 
