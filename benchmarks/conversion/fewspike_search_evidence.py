@@ -10,7 +10,8 @@ readout, run until ``budget`` objective evaluations are spent; its result and it
 (evaluations, RMSE) go to ``<out>/runs/<unit>.json`` and finished units are skipped.  ``init=shipped``
 starts CMA-ES (step size 0.05) at the fit shipped for the same K *when the unit runs* (so it depends on
 what earlier units shipped), ``shipped-local`` the same with step size 0.01; the start point is evaluated
-too (the units run before that change, K = 8/12/13 ``shipped``, record only the points CMA-ES sampled).  ``--ship`` merges every unit that beats
+too (the units run before that change, K = 8/12/13 ``shipped``, record only the points CMA-ES sampled);
+``grown`` starts from the shipped K - 1 fit plus a step that does not fire (T = 1.02), step size 0.02.  ``--ship`` merges every unit that beats
 the shipped parameters into the package file (same format and checks as ``fit_fewspike.py``).
 
 The report lists per unit the final RMSE (neuron simulated in float64) and the best RMSE reached after
@@ -51,6 +52,8 @@ PLANS = {
         + [("cma", 12, 2, 1_000_000, "none"), ("cma", 12, 3, 2_000_000, "none")]
         + [("cma", 12, 0, 500_000, "shipped-local"), ("cma", 13, 0, 200_000, "shipped-local")]
         + [("cma", 12, s, 1_000_000, "none") for s in (4, 5, 6, 7)]
+        + [("cma", K, 0, 150_000, "shipped-local") for K in (14, 15)]
+        + [("cma", 16, 0, 100_000, "grown")]
     ),
     "smoke": [("cma", 4, 0, 20_000, "none"), ("de", 4, 0, 20_000, "none")],
 }
@@ -71,8 +74,12 @@ def run_unit(unit, runs: Path, params_path: Path, ship: bool) -> dict:
         if init in ("shipped", "shipped-local"):
             p = few_spike_parameters("exp", K, torch.float64, params_path)
             x0 = (p["T"], p["h"])
+        elif init == "grown":          # the shipped K - 1 fit plus a last step that does not fire yet
+            p = few_spike_parameters("exp", K - 1, torch.float64, params_path)
+            x0 = (torch.cat([p["T"], torch.tensor([1.02], dtype=torch.float64)]),
+                  torch.cat([p["h"], torch.tensor([0.0], dtype=torch.float64)]))
         fn = cma_search if method == "cma" else de_search
-        kw = {"sigma0": {"shipped": 0.05, "shipped-local": 0.01}[init]} if init != "none" else {}
+        kw = {"sigma0": {"shipped": 0.05, "shipped-local": 0.01, "grown": 0.02}[init]} if init != "none" else {}
         r = fn("exp", K, budget=budget, seed=seed, init=x0, **kw)
         rec = r.to_dict()
         rec["init"] = init
