@@ -95,16 +95,26 @@ def test_active_backend_does_less_work_than_factored_on_sparse_codes():
     assert act.stats["active_pair_steps"] <= act.stats["tracked_pair_steps"]
 
 
-@pytest.mark.parametrize("union_cap", [0.0, 0.02, 0.08, 1.0])
-def test_screened_backend_is_exact_for_any_refresh_policy(union_cap):
-    """Refreshing often (cap 0: at most 64 atoms exact) or never (cap 1) changes the work, not the codes."""
-    phi, s = _problem(24, 3000, 6, 10.0, nonneg=True, seed=11)
-    kw = dict(lam=2.0, tau=100.0, steps=100)
-    ref = encode_trace(phi, s, backend="factored", **kw)
-    out = encode_trace(phi, s, backend="screened", union_cap=union_cap, **kw)
+# one correlated problem (paper defaults) on which the screening backends must equal the factored form
+POLICY_PROBLEM = dict(n=24, m=3000, b=6, scale=10.0, nonneg=True, seed=11)
+POLICY_KW = dict(lam=2.0, tau=100.0, steps=100)
+
+
+def _same_as_factored(backend, **options):
+    """(factored, backend) traces on POLICY_PROBLEM, after checking codes and potentials agree to float64 round-off."""
+    phi, s = _problem(**POLICY_PROBLEM)
+    ref = encode_trace(phi, s, backend="factored", **POLICY_KW)
+    out = encode_trace(phi, s, backend=backend, **options, **POLICY_KW)
     torch.testing.assert_close(out.codes, ref.codes, rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(out.potentials, ref.potentials, rtol=1e-9, atol=1e-10)
     assert (ref.codes != 0).sum() > 6
+    return ref, out
+
+
+@pytest.mark.parametrize("union_cap", [0.0, 0.02, 0.08, 1.0])
+def test_screened_backend_is_exact_for_any_refresh_policy(union_cap):
+    """Refreshing often (cap 0: at most 64 atoms exact) or never (cap 1) changes the work, not the codes."""
+    ref, out = _same_as_factored("screened", union_cap=union_cap)
     if union_cap == 1.0:
         assert out.stats["refreshes"] == 0
     if union_cap == 0.0:
@@ -126,13 +136,7 @@ def test_screened_backend_does_far_fewer_full_products():
 @pytest.mark.parametrize("budget", [1e-4, 0.01, 0.2])
 def test_mixed_backend_is_exact_for_any_budget(budget):
     """Tiny budget (a float32 refresh almost every step) or a large one (bfloat16 screening throughout): same codes."""
-    phi, s = _problem(24, 3000, 6, 10.0, nonneg=True, seed=11)
-    kw = dict(lam=2.0, tau=100.0, steps=100)
-    ref = encode_trace(phi, s, backend="factored", **kw)
-    out = encode_trace(phi, s, backend="mixed", budget=budget, **kw)
-    torch.testing.assert_close(out.codes, ref.codes, rtol=1e-9, atol=1e-10)
-    torch.testing.assert_close(out.potentials, ref.potentials, rtol=1e-9, atol=1e-10)
-    assert (ref.codes != 0).sum() > 6
+    ref, out = _same_as_factored("mixed", budget=budget)
     st = out.stats
     # every row-step is either screened in bfloat16 or refreshed in float32 (rows start with a free refresh)
     if budget == 0.2:
@@ -141,8 +145,9 @@ def test_mixed_backend_is_exact_for_any_budget(budget):
     if budget == 1e-4:
         assert st["refreshes"] > st["screen_products"]
     # float32: the same codes as the float32 factored form up to float32 round-off
-    out32 = encode_trace(phi.float(), s.float(), backend="mixed", budget=budget, **kw)
-    fac32 = encode_trace(phi.float(), s.float(), backend="factored", **kw)
+    phi, s = (t.float() for t in _problem(**POLICY_PROBLEM))
+    out32 = encode_trace(phi, s, backend="mixed", budget=budget, **POLICY_KW)
+    fac32 = encode_trace(phi, s, backend="factored", **POLICY_KW)
     assert (out32.codes - fac32.codes).abs().max() <= 1e-5 * fac32.codes.abs().max()
     assert torch.equal(out32.codes != 0, fac32.codes != 0)
 

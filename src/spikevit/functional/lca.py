@@ -259,6 +259,19 @@ class _Problem:
     def danger(self, u: torch.Tensor) -> torch.Tensor:
         return (u >= self.lam) if self.rectify else (u.abs() >= self.lam)
 
+    def codes_from(self, flat: torch.Tensor | None, vals: torch.Tensor | None) -> torch.Tensor:
+        """(B, M) codes (sorted row order) from the final active (flat index, value) pairs (None: none)."""
+        codes = torch.zeros(self.B, self.M, dtype=self.b.dtype, device=self.b.device)
+        if flat is not None and flat.numel():
+            codes.view(-1)[flat] = vals
+        return codes
+
+    def without_excluded_drive(self, pot: torch.Tensor, steps: int) -> torch.Tensor:
+        """The reference zeroes b of an excluded atom: remove its drive c_K b from the potentials u[K]."""
+        if self.keep is None:
+            return pot
+        return torch.where(self.keep, pot, pot - self.coef(steps) * self.b)
+
     def finish(self, codes_sorted, u_sorted, skipped, stats) -> LCATrace:
         inv = self.inverse
         codes = codes_sorted[inv]
@@ -276,9 +289,7 @@ def _reconstruct(phiT: torch.Tensor, n: int, flat: torch.Tensor, vals: torch.Ten
     """(n, N) phi a for the active (sorted flat index, value) pairs: work proportional to the active atoms."""
     if flat.numel() == 0:
         return torch.zeros(n, phiT.shape[1], dtype=phiT.dtype, device=phiT.device)
-    a = torch.sparse_coo_tensor(torch.stack([flat // M, flat % M]), vals, (n, M), is_coalesced=True,
-                                check_invariants=False)
-    return torch.sparse.mm(a, phiT)
+    return torch.sparse.mm(_csr(flat, vals, n, M), phiT)   # CSR: ~2x the COO product's speed on CPU
 
 
 class _SelfTerm:
@@ -361,17 +372,15 @@ def lca_factored(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, 
             break
         z[:n] = P.decay * z[:n] + P.rate * (P.s[:n] - recon)
         v.add(k, flat, vals, P.rate)
-    codes = torch.zeros(B, M, dtype=s.dtype, device=s.device)
     n = P.running(steps)
-    if first <= steps and n:
-        codes.view(-1)[flat] = vals
+    ran = first <= steps and n                                     # flat / vals exist only if the loop ran
+    codes = P.codes_from(flat, vals) if ran else P.codes_from(None, None)
     pot = None
     if potentials:
         pot = P.coef(steps) * P.b.clone()
         if u is not None and n:
             pot[:n] = u
-        if P.keep is not None:  # the reference zeroes b of an excluded atom: remove its drive
-            pot = torch.where(P.keep, pot, pot - P.coef(steps) * P.b)
+        pot = P.without_excluded_drive(pot, steps)
     stats = {"backend": "factored", "full_products": float(products), "rows": B, "first_step": first}
     return P.finish(codes, pot, min(first, steps), stats)
 
@@ -616,9 +625,7 @@ def lca_active(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, st
         last_step_drift[:n] = (z_new - z[:n]).norm(dim=1)
         z[:n] = z_new
         v.add(k, flat, vals, P.rate)
-    codes = torch.zeros(B, M, dtype=dt, device=dev)
-    if first <= steps and flat.numel():
-        codes.view(-1)[flat] = vals
+    codes = P.codes_from(flat if first <= steps else None, vals)
     pot = None
     if potentials:
         n = P.running(steps)
@@ -626,7 +633,6 @@ def lca_active(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, st
         if n and first <= steps:
             pot[:n] = z[:n] @ phi + v.dense(steps, n, M) * P.gdiag
             stats["full_products"] += n
-        if P.keep is not None:
-            pot = torch.where(P.keep, pot, pot - P.coef(steps) * P.b)
+        pot = P.without_excluded_drive(pot, steps)
     stats["first_step"] = first
     return P.finish(codes, pot, min(first, steps), stats)

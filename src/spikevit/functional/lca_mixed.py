@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 
 from spikevit.errors import SpikevitError
-from spikevit.functional.lca import (AllReduce, LCATrace, _csr, _no_reduce, _Problem, _sampled_dots, _SelfTerm,
-                                     lca_factored)
+from spikevit.functional.lca import (AllReduce, LCATrace, _no_reduce, _Problem, _reconstruct, _sampled_dots,
+                                     _SelfTerm, lca_factored)
 
 # unit roundoff of the screening formats (round to nearest even)
 UNIT_ROUNDOFF = {torch.bfloat16: 2.0 ** -8}
@@ -94,13 +94,6 @@ def screening_kernel_ok(n: int, device: torch.device, screen_dtype: torch.dtype 
         bound = c1 * D.double().norm(dim=1, keepdim=True) * phiT.double().norm(dim=1) + c2 * P.abs()
         _KERNEL_CHECKS[key] = bool(((exact - P).abs() <= bound).all())
     return _KERNEL_CHECKS[key]
-
-
-def _recon(phiT: torch.Tensor, n: int, flat: torch.Tensor, vals: torch.Tensor, M: int) -> torch.Tensor:
-    """(n, N) phi a for sorted active (flat index, value) pairs, one CSR x dense product."""
-    if flat.numel() == 0:
-        return torch.zeros(n, phiT.shape[1], dtype=phiT.dtype, device=phiT.device)
-    return torch.sparse.mm(_csr(flat, vals, n, M), phiT)
 
 
 def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, steps: int,
@@ -238,17 +231,15 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
         stats["active_pair_steps"] += float(flat.numel())
         recon = None
         if k < steps or P.with_energy:
-            recon = allreduce(_recon(phiT, n, flat, vals, M), "sum")
+            recon = allreduce(_reconstruct(phiT, n, flat, vals, M), "sum")
         P.record(k, n, flat // M, vals, recon)
         if k == steps:
             break
         z[:n] = P.decay * z[:n] + P.rate * (P.s[:n] - recon)
         v.add(k, flat, vals, P.rate)
         any_active = any_active or flat.numel() > 0
-    codes = torch.zeros(B, M, dtype=dt, device=dev)
     n = P.running(steps)
-    if first <= steps and n and flat.numel():
-        codes.view(-1)[flat] = vals
+    codes = P.codes_from(flat if first <= steps and n else None, vals)
     pot = None
     if potentials:  # one exact product for u[K] (the screening never forms it)
         pot = P.coef(steps) * P.b.clone()
@@ -257,7 +248,6 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
             if any_active:
                 pot[:n] += P.gdiag * v.dense(steps, n, M)
             stats["full_products"] += float(n)
-        if P.keep is not None:
-            pot = torch.where(P.keep, pot, pot - P.coef(steps) * P.b)
+        pot = P.without_excluded_drive(pot, steps)
     stats["first_step"] = first
     return P.finish(codes, pot, min(first, steps), stats)

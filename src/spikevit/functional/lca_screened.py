@@ -213,8 +213,7 @@ def lca_screened(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, 
         if first <= steps and n:
             pot[:n] = torch.addcmul(z[:n] @ phi, v_all(n, steps), gdiag)
             stats["full_products"] += n
-        if P.keep is not None:
-            pot = torch.where(P.keep, pot, pot - P.coef(steps) * P.b)
+        pot = P.without_excluded_drive(pot, steps)
     stats["first_step"] = first
     stats["basis_dim"] = d
     return P.finish(codes, pot, min(first, steps), stats)
