@@ -152,6 +152,14 @@ def test_mixed_backend_is_exact_for_any_budget(budget):
     assert torch.equal(out32.codes != 0, fac32.codes != 0)
 
 
+def test_mixed_backend_rejects_bad_options():
+    phi, s = _problem(8, 60, 2, 3.0, dtype=torch.float32)
+    for bad, match in (({"budget": 0.0}, "budget"), ({"budget": float("nan")}, "budget"),
+                       ({"safety": 0.5}, "safety"), ({"screen_dtype": torch.float16}, "screen_dtype")):
+        with pytest.raises(SpikevitError, match=match):
+            encode_trace(phi, s, backend="mixed", **bad)
+
+
 def test_mixed_backend_catches_atoms_that_cross_late():
     """Atoms that sit just below threshold for most of the run and cross near the end are found by the screen."""
     phi, s = _problem(16, 800, 4, 6.0, seed=21)
