@@ -36,6 +36,49 @@ def test_exact_mse_equals_simulated_least_squares_for_arbitrary_parameters(K):
         assert math.isclose(float((out - grid.y).pow(2).mean()), ref, rel_tol=1e-6, abs_tol=1e-12)
 
 
+@pytest.mark.parametrize("K", [1, 5, 11])
+def test_exact_mse_pieces_method_equals_leaves_method(K):
+    grid = ExactGrid(torch.exp, -1.0, 1.0, 2001)
+    g = torch.Generator().manual_seed(100 + K)
+    T = torch.rand(8, K, generator=g, dtype=DT) * 2.4 - 1.3
+    h = torch.rand(8, K, generator=g, dtype=DT) * 1.4 - 0.2
+    leaves, d_leaves = exact_mse(T, h, grid, method="leaves")
+    pieces, d_pieces = exact_mse(T, h, grid, method="pieces")
+    torch.testing.assert_close(pieces, leaves, rtol=1e-9, atol=1e-13)
+    torch.testing.assert_close(d_pieces, d_leaves, rtol=1e-6, atol=1e-8)
+
+
+def test_exact_mse_beyond_the_leaf_table_equals_brute_force():
+    """K = 22 (4M leaves) goes through the pieces method; the objective is the simulated least squares."""
+    K, n = 22, 1501
+    grid = ExactGrid(torch.exp, -1.0, 1.0, n)
+    g = torch.Generator().manual_seed(7)
+    h = 2.0 * 0.62 ** torch.arange(1, K + 1, dtype=DT) * (1 + 0.1 * torch.rand(K, generator=g, dtype=DT))
+    T = -1.0 + h * (0.5 + torch.rand(K, generator=g, dtype=DT))
+    mse, d = exact_mse(T[None], h[None], grid)
+    ref, _ = brute_force(grid.x, grid.y, T, h)
+    assert math.isclose(float(mse[0]), ref, rel_tol=1e-7, abs_tol=1e-12)
+    out = fs_neuron(grid.x, T, h, d[0])
+    assert math.isclose(float((out - grid.y).pow(2).mean()), ref, rel_tol=1e-6, abs_tol=1e-12)
+    with pytest.raises(SpikevitError, match="unknown method"):
+        exact_mse(T[None], h[None], grid, method="dense")
+
+
+def test_cma_search_restarts_from_the_given_start_points():
+    """A useless init (never fires) and one good restart point: the search ends at the good point's level."""
+    good = cma_search("exp", 3, budget=4000, seed=3, n_points=201)
+    never = (torch.full((3,), 5.0, dtype=DT), torch.zeros(3, dtype=DT))
+    r = cma_search("exp", 3, budget=600, seed=0, sigma0=1e-4, popsize=6, n_points=201, init=never,
+                   starts=(good.T[None], good.h[None]))
+    assert r.config["restart_points"] == "given" and r.config["restarts"] >= 2
+    assert r.objective_rmse <= good.objective_rmse * (1 + 1e-9)
+    never_only = cma_search("exp", 3, budget=600, seed=0, sigma0=1e-4, popsize=6, n_points=201, init=never,
+                            starts=never)
+    assert never_only.objective_rmse > 5 * good.objective_rmse      # the restart points are what mattered
+    with pytest.raises(SpikevitError, match="starts"):
+        cma_search("exp", 3, budget=100, starts=(good.T[None], torch.zeros(0, 3, dtype=DT)))
+
+
 def exhaustive_two_step_optimum(grid):
     """Best 2-step neuron over every split configuration the grid can distinguish.
 

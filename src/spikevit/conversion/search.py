@@ -42,28 +42,75 @@ class ExactGrid(_Grid):
         return torch.ceil((s - self.lo) / self.delta - 1e-9).clamp(0, self.n).long()
 
 
-def exact_mse(T: torch.Tensor, h: torch.Tensor, grid: ExactGrid, ridge: float = 1e-12
+LEAVES_MAX_STEPS = 13      # above this the 2^K leaf table costs more than simulating the grid
+
+
+def exact_mse(T: torch.Tensor, h: torch.Tensor, grid: ExactGrid, ridge: float = 1e-12, method: str = "auto"
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact grid MSE with optimal ``d``: ``T, h: [P, K]`` -> ``(mse [P], d [P, K])`` (no gradient).
 
-    Leaf ``m`` (spike pattern = bits of ``m``) holds the grid points in ``[a_m, b_m)``; with counts
-    ``c_m`` and target sums ``s_m`` the normal equations are ``(B^T diag(c) B) d = B^T s``.
-    The ridge (relative ``1e-12``) only matters for steps that never fire.
+    With piece counts ``c`` and target sums ``s`` per spike pattern (rows of ``B``) the normal equations
+    are ``(B^T diag(c) B) d = B^T s``; the ridge (relative ``1e-12``) only matters for steps that never
+    fire.  Two exact ways to get ``(c, s)``, chosen by ``method``:
+
+    * ``"leaves"`` -- all ``2^K`` patterns with their input intervals (:func:`leaf_intervals`) turned into
+      integer grid counts; cost ``O(2^K K^2)`` per parameter set, the fastest for small ``K``;
+    * ``"pieces"`` -- simulate the neuron on the ``n`` grid points and collect the runs of equal patterns
+      (at most a few hundred); cost ``O(n K + pieces K^2)``, any ``K`` (patterns are bit-packed, ``K <= 62``).
+
+    ``"auto"`` uses leaves up to ``LEAVES_MAX_STEPS`` steps.  Both give the same value (tests compare them).
     """
+    require(method in ("auto", "leaves", "pieces"), f"unknown method {method!r}: use auto, leaves or pieces")
     with torch.no_grad():
         P, K = T.shape
-        a, b = leaf_intervals(T.to(DT), h.to(DT), grid.lo - grid.delta, grid.hi + grid.delta)
-        ia, ib = grid.count_below_exact(a), grid.count_below_exact(b)
-        ib = torch.maximum(ib, ia)
-        count = (ib - ia).to(DT)
-        ysum = grid.c1[ib] - grid.c1[ia]
-        B, BB = _leaf_bits(K)
-        G = (count @ BB).reshape(P, K, K)
-        r = ysum @ B
+        T, h = T.to(DT), h.to(DT)
+        if method == "pieces" or (method == "auto" and K > LEAVES_MAX_STEPS):
+            G, r = _normal_equations_pieces(T, h, grid)
+        else:
+            a, b = leaf_intervals(T, h, grid.lo - grid.delta, grid.hi + grid.delta)
+            ia, ib = grid.count_below_exact(a), grid.count_below_exact(b)
+            ib = torch.maximum(ib, ia)
+            count = (ib - ia).to(DT)
+            ysum = grid.c1[ib] - grid.c1[ia]
+            B, BB = _leaf_bits(K)
+            G = (count @ BB).reshape(P, K, K)
+            r = ysum @ B
         scale = 1.0 + G.diagonal(dim1=1, dim2=2).mean(-1)
         d = torch.linalg.solve(G + ridge * scale[:, None, None] * torch.eye(K, dtype=DT), r)
         mse = (grid.y2 - 2 * (d * r).sum(-1) + torch.einsum("pk,pkl,pl->p", d, G, d)) / grid.n
         return mse.clamp(min=0), d
+
+
+def _normal_equations_pieces(T: torch.Tensor, h: torch.Tensor, grid: ExactGrid
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``G = B^T diag(c) B: [P, K, K]`` and ``r = B^T s: [P, K]`` from the neuron simulated on the grid.
+
+    Grid point ``i`` is ``x_i = lo + i delta`` and spikes when ``v >= T`` (the convention of
+    :meth:`ExactGrid.count_below_exact`).  Runs of equal patterns are found on the flattened
+    ``[P, n]`` pattern codes; their counts and target sums (prefix sums ``c1``) are exact.
+    """
+    P, K = T.shape
+    require(K <= 62, f"the pieces method packs patterns into int64: K <= 62, got {K}")
+    n = grid.n
+    x = grid.lo + grid.delta * torch.arange(n, dtype=DT)
+    v = x.expand(P, n).clone()
+    code = torch.zeros(P, n, dtype=torch.int64)
+    for t in range(K):
+        z = v >= T[:, t:t + 1]
+        code |= z.long() << (K - 1 - t)
+        v -= h[:, t:t + 1] * z
+    start = torch.ones(P, n, dtype=torch.bool)
+    start[:, 1:] = code[:, 1:] != code[:, :-1]
+    first = start.flatten().nonzero().flatten()                 # flat index of each run's first point
+    after = torch.cat([first[1:], first.new_tensor([P * n])])   # runs never cross rows: every row starts one
+    col = first % n
+    count = (after - first).to(DT)
+    ysum = grid.c1[col + (after - first)] - grid.c1[col]
+    owner = first // n
+    bits = ((code.flatten()[first, None] >> torch.arange(K - 1, -1, -1)) & 1).to(DT)   # [runs, K]
+    G = torch.zeros(P, K, K, dtype=DT).index_add_(0, owner, (bits * count[:, None])[:, :, None] * bits[:, None, :])
+    r = torch.zeros(P, K, dtype=DT).index_add_(0, owner, bits * ysum[:, None])
+    return G, r
 
 
 @dataclass
@@ -123,12 +170,14 @@ def _finish(method, tracker: _Tracker, function, domain, n_points, seed, t0, con
 
 def cma_search(function: str, steps: int, *, budget: int = 200_000, seed: int = 0, sigma0: float = 0.25,
                popsize: int | None = None, init: tuple[torch.Tensor, torch.Tensor] | None = None,
+               starts: tuple[torch.Tensor, torch.Tensor] | None = None,
                domain: tuple[float, float] | None = None, n_points: int = 10000) -> SearchResult:
     """CMA-ES with IPOP restarts on the exact grid objective until ``budget`` evaluations are spent.
 
     The first run starts at ``init`` (if given; it is evaluated too, so the result is never worse) or at
-    the binary expansion; each restart starts at a fresh member of the fitter's structured random
-    population, with twice the population size.
+    the binary expansion; each restart starts at the next of ``starts`` (``T, h: [S, K]``, in order) or,
+    without them, at a fresh member of the fitter's structured random population, with twice the
+    population size.
     """
     import cma
 
@@ -138,7 +187,11 @@ def cma_search(function: str, steps: int, *, budget: int = 200_000, seed: int = 
     K = steps
     track = _Tracker(grid, K, budget)
     g = torch.Generator().manual_seed(seed)
-    pool_T, pool_h = initial_population(K, 64, lo, hi, g)
+    if starts is not None:
+        pool_T, pool_h = (torch.as_tensor(a, dtype=DT).reshape(-1, K) for a in starts)
+        require(len(pool_T) == len(pool_h) and len(pool_T) > 0, "starts: T and h need the same number (>= 1) of rows")
+    else:
+        pool_T, pool_h = initial_population(K, 64, lo, hi, g)
     t0 = time.time()
     lam = popsize or (4 + int(3 * math.log(2 * K)))
     restarts = 0
@@ -147,7 +200,7 @@ def cma_search(function: str, steps: int, *, budget: int = 200_000, seed: int = 
             x0 = torch.cat([torch.as_tensor(init[0], dtype=DT).flatten(), torch.as_tensor(init[1], dtype=DT).flatten()])
             track(x0.numpy()[None])       # the start point itself counts: the result is never worse than init
         else:
-            j = restarts % 64
+            j = (restarts - (init is not None) if starts is not None else restarts) % len(pool_T)
             x0 = torch.cat([pool_T[j], pool_h[j]])
         es = cma.CMAEvolutionStrategy(x0.numpy(), sigma0, {
             "popsize": lam, "seed": seed * 1000 + restarts + 1, "verbose": -9,
@@ -159,7 +212,8 @@ def cma_search(function: str, steps: int, *, budget: int = 200_000, seed: int = 
         lam *= 2
     return _finish("cma-es (ipop)", track, function, (lo, hi), n_points, seed, t0,
                    {"budget": budget, "sigma0": sigma0, "popsize0": popsize or (4 + int(3 * math.log(2 * K))),
-                    "restarts": restarts, "init": "given" if init is not None else "binary / structured pool"})
+                    "restarts": restarts, "init": "given" if init is not None else "binary / structured pool",
+                    "restart_points": "given" if starts is not None else "structured pool"})
 
 
 def de_search(function: str, steps: int, *, budget: int = 200_000, seed: int = 0, popsize: int = 15,
