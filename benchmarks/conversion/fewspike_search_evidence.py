@@ -32,7 +32,12 @@ import torch
 
 from spikevit.conversion import bounds
 from spikevit.conversion.fitting import FewSpikeFit, evaluate_fit, grow
-from spikevit.conversion.params import PACKAGE_PARAMS, few_spike_parameters, read_params, store_fit
+from spikevit.conversion.params import (
+    PACKAGE_PARAMS,
+    few_spike_parameters,
+    read_params,
+    store_fit,
+)
 from spikevit.conversion.search import ExactGrid, cma_search, de_search, exact_mse
 from spikevit.reports import write_report
 

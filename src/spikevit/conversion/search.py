@@ -27,8 +27,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from spikevit.conversion.fitting import (DEFAULT_DOMAINS, _Grid, _leaf_bits, evaluate_fit, initial_population,
-                                         leaf_intervals, target_function)
+from spikevit.conversion.fitting import (
+    DEFAULT_DOMAINS,
+    _Grid,
+    _leaf_bits,
+    evaluate_fit,
+    initial_population,
+    leaf_intervals,
+    target_function,
+)
 from spikevit.errors import require
 
 DT = torch.float64
