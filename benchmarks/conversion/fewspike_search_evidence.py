@@ -3,6 +3,7 @@
     python benchmarks/conversion/fewspike_search_evidence.py --plan default          # run all units (resumable)
     python benchmarks/conversion/fewspike_search_evidence.py --report-only
     python benchmarks/conversion/fewspike_search_evidence.py --plan default --ship   # + store better fits
+    python benchmarks/conversion/fewspike_search_evidence.py --plan reach --ship     # K = 13, 14, ... until 0.0015
 
 Each unit is (method, K, seed, budget, init): CMA-ES with IPOP restarts or differential evolution
 (:mod:`spikevit.conversion.search`) on the *exact* 10,000-point grid error with least-squares optimal
@@ -12,7 +13,10 @@ starts CMA-ES (step size 0.05) at the fit shipped for the same K *when the unit 
 what earlier units shipped), ``shipped-local`` the same with step size 0.01; the start point is evaluated
 too (the units run before that change, K = 8/12/13 ``shipped``, record only the points CMA-ES sampled);
 ``grown`` starts from the shipped K - 1 fit plus a step that does not fire (T = 1.02), step size 0.02.  ``--ship`` merges every unit that beats
-the shipped parameters into the package file (same format and checks as ``fit_fewspike.py``).
+the shipped parameters into the package file (same format and checks as ``fit_fewspike.py``; K <= 16 only).
+``grown-pool`` (plans ``reach``, ``reach-s1``) starts from the best K - 1 neuron known when the unit runs (shipped
+or any finished unit) plus one step added in 64 ways, best first; the plan stops at the first K that reaches
+the paper's RMSE.
 
 The report lists per unit the final RMSE (neuron simulated in float64) and the best RMSE reached after
 1e4, 1e5, 1e6, ... evaluations (budget saturation), per K the best over all methods against the shipped
@@ -63,8 +67,12 @@ PLANS = {
     "smoke": [("cma", 4, 0, 20_000, "none"), ("de", 4, 0, 20_000, "none")],
     # which K reaches the paper's RMSE?  Each K grows the best K - 1 neuron found so far; stops once reached
     "reach": [("cma", K, 0, 100_000, "grown-pool") for K in range(13, 41)],
+    # a second chain (other grow() seeds and CMA-ES samples), run beside the first; both grow the best K - 1 so far
+    "reach-s1": [("cma", K, 1, 100_000, "grown-pool") for K in range(13, 41)],
+    # growth against a fresh global search at a large K (is the chain's slow-down the search or the neuron?)
+    "fresh-K20": [("cma", 20, 0, 1_000_000, "none")],
 }
-STOP_WHEN_REACHED = {"reach"}
+STOP_WHEN_REACHED = {"reach", "reach-s1"}
 SHIP_MAX_STEPS = 16       # the package ships K = 4..16; larger K stay in the run records
 
 
@@ -193,6 +201,7 @@ def report(runs: Path, out: Path, params_path: Path, command: str) -> None:
                           "pieces_1+sum_m": 1 + sum(m), "cut_multiplicities_m_k": " ".join(map(str, m)),
                           "rmse_same_pieces_free_values": gap["rmse_free_values"],
                           "overlap_conflict_rmse_bound": sb["rmse_bound"], "bound_level": sb["level"]})
+    reach = min((r["K"] for r in per_k if r["best_rmse_search"] <= PAPER_RMSE_K12), default=None)
     need = []
     for eps in (0.0127, 0.005, PAPER_RMSE_K12):
         P = bounds.min_pieces_for_rmse(eps)
@@ -205,8 +214,20 @@ def report(runs: Path, out: Path, params_path: Path, command: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        for ax, K in zip(axes, (8, 12)):
+        fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+        ax = axes[2]
+        ks = [r["K"] for r in per_k]
+        ax.semilogy(ks, [r["best_rmse_search"] for r in per_k], "o-", label="best found (all searches)")
+        ax.semilogy(ks, [r["shipped_rmse"] if r["shipped_rmse"] is not None else float("nan") for r in per_k],
+                    "s", mfc="none", label="shipped in the package")
+        ax.axhline(PAPER_RMSE_K12, color="r", ls=":", lw=1.5, label="paper 0.0015413")
+        ax.axvline(12, color="gray", lw=0.8)
+        ax.set_xlabel("time steps K")
+        ax.set_ylabel("RMSE (10,000 points)")
+        ax.set_title("best SI-exp RMSE per K")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        for ax, K in zip(axes[:2], (8, 12)):
             for r in [r for r in recs if r["steps"] == K]:
                 e = [p[0] for p in r["history"]]
                 v = [p[1] for p in r["history"]]
@@ -240,9 +261,14 @@ def report(runs: Path, out: Path, params_path: Path, command: str) -> None:
              "level-k windows (residual ranges x - C_p of the prefixes p of the first k steps) that contain T[k+1]; "
              "overlap_conflict_rmse_bound: no readout d of that (T, h) has a smaller continuous RMSE "
              "(spikevit.conversion.bounds.overlap_conflict_bound: overlapping windows share the rest of the neuron "
-             "but need slopes e^C_p != e^C_q); it is a bound for the given (T, h), not over all neurons.")
+             "but need slopes e^C_p != e^C_q); it is a bound for the given (T, h), not over all neurons.  "
+             "K > 16 (plans reach / reach-s1): each K starts from the best K - 1 neuron known when the unit runs, plus one "
+             "step in 64 ways (grown-pool), CMA-ES step 0.02 with IPOP restarts from those 64 points; "
+             "smallest_K_reaching_paper_rmse is None when no K reached 0.0015413.  fresh-K20: CMA-ES from the "
+             "structured pool with 10x the budget of one growth unit, to compare growth with a fresh search.")
     write_report(out / "search_evidence.json", command, {"runs": str(runs), "params_file": str(params_path)},
                  {"paper_rmse_K12": PAPER_RMSE_K12, "per_K": per_k, "pieces_needed": need,
+                  "smallest_K_reaching_paper_rmse": reach,
                   "shipped_structure": structure},
                  tables={"per K": per_k, "units": rows, "pieces needed": need, "structure of the shipped fits": structure},
                  title="SI-exp fits: independent searches and budget saturation", notes=notes, figures=figures)
