@@ -69,8 +69,12 @@ PLANS = {
     "reach": [("cma", K, 0, 100_000, "grown-pool") for K in range(13, 41)],
     # a second chain (other grow() seeds and CMA-ES samples), run beside the first; both grow the best K - 1 so far
     "reach-s1": [("cma", K, 1, 100_000, "grown-pool") for K in range(13, 41)],
+    # K = 12 reached by growth too: each K = 5..12 from the best K - 1 neuron plus one step (another route to K = 12)
+    "grow-to-12": [("cma", K, 2, 100_000, "grown-pool") for K in range(5, 13)],
     # growth against a fresh global search at a large K (is the chain's slow-down the search or the neuron?)
     "fresh-K20": [("cma", 20, 0, 1_000_000, "none")],
+    "fresh-K26": [("cma", 26, 0, 1_000_000, "none")],
+    "fresh-K32": [("cma", 32, 0, 1_000_000, "none")],
 }
 STOP_WHEN_REACHED = {"reach", "reach-s1"}
 SHIP_MAX_STEPS = 16       # the package ships K = 4..16; larger K stay in the run records
@@ -217,7 +221,14 @@ def report(runs: Path, out: Path, params_path: Path, command: str) -> None:
         fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
         ax = axes[2]
         ks = [r["K"] for r in per_k]
-        ax.semilogy(ks, [r["best_rmse_search"] for r in per_k], "o-", label="best found (all searches)")
+        ax.semilogy(ks, [r["best_rmse_search"] for r in per_k], "-", color="0.6", lw=1, label="best found (any search)")
+        for label, pick, style in (("growth: best K-1 neuron + 1 step", lambda r: r["init"] == "grown-pool", "^"),
+                                   ("other searches (fresh, refined)", lambda r: r["init"] != "grown-pool", "o")):
+            best = {}
+            for r in recs:
+                if pick(r):
+                    best[r["steps"]] = min(best.get(r["steps"], float("inf")), r["rmse"])
+            ax.semilogy(sorted(best), [best[k] for k in sorted(best)], style, ms=5, label=label)
         ax.semilogy(ks, [r["shipped_rmse"] if r["shipped_rmse"] is not None else float("nan") for r in per_k],
                     "s", mfc="none", label="shipped in the package")
         ax.axhline(PAPER_RMSE_K12, color="r", ls=":", lw=1.5, label="paper 0.0015413")
