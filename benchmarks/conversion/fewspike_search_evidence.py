@@ -275,7 +275,7 @@ def report(runs: Path, out: Path, params_path: Path, command: str) -> None:
              "but need slopes e^C_p != e^C_q); it is a bound for the given (T, h), not over all neurons.  "
              "K > 16 (plans reach / reach-s1): each K starts from the best K - 1 neuron known when the unit runs, plus one "
              "step in 64 ways (grown-pool), CMA-ES step 0.02 with IPOP restarts from those 64 points; "
-             "smallest_K_reaching_paper_rmse is None when no K reached 0.0015413.  fresh-K20: CMA-ES from the "
+             "smallest_K_reaching_paper_rmse is None when no K reached 0.0015413.  fresh-K20 / K26 / K32: CMA-ES from the "
              "structured pool with 10x the budget of one growth unit, to compare growth with a fresh search.")
     write_report(out / "search_evidence.json", command, {"runs": str(runs), "params_file": str(params_path)},
                  {"paper_rmse_K12": PAPER_RMSE_K12, "per_K": per_k, "pieces_needed": need,
