@@ -97,8 +97,7 @@ def run_unit(unit, runs: Path, params_path: Path, ship: bool) -> dict:
             x0 = (p["T"], p["h"])
         elif init == "grown":          # the shipped K - 1 fit plus a last step that does not fire yet
             p = few_spike_parameters("exp", K - 1, torch.float64, params_path)
-            x0 = (torch.cat([p["T"], torch.tensor([1.02], dtype=torch.float64)]),
-                  torch.cat([p["h"], torch.tensor([0.0], dtype=torch.float64)]))
+            x0 = plus_silent_step(p["T"], p["h"])
         kw = {}
         if init == "grown-pool":       # the best K - 1 neuron known plus one step, 64 ways; best first
             x0, kw["starts"] = grown_pool(K, seed, runs, params_path)
@@ -119,6 +118,11 @@ def run_unit(unit, runs: Path, params_path: Path, ship: bool) -> dict:
         if store_fit(fit, params_path):
             print(f"  shipped: exp K={K} rmse {rmse:.6f}", flush=True)
     return rec
+
+
+def plus_silent_step(T: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The neuron ``(T, h)`` with one more last step that never fires on [-1, 1] (T = 1.02, h = 0)."""
+    return torch.cat([T, T.new_tensor([1.02])]), torch.cat([h, h.new_tensor([0.0])])
 
 
 def best_known(K: int, runs: Path, params_path: Path) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -143,8 +147,8 @@ def grown_pool(K: int, seed: int, runs: Path, params_path: Path, size: int = 64)
     """
     T, h, _ = best_known(K - 1, runs, params_path)
     Tg, hg = grow(T, h, K, size - 1, -1.0, 1.0, torch.Generator().manual_seed(seed))
-    Ts = torch.cat([torch.cat([T, T.new_tensor([1.02])])[None], Tg])
-    hs = torch.cat([torch.cat([h, h.new_tensor([0.0])])[None], hg])
+    Ts1, hs1 = plus_silent_step(T, h)
+    Ts, hs = torch.cat([Ts1[None], Tg]), torch.cat([hs1[None], hg])
     mse, _ = exact_mse(Ts, hs, ExactGrid(torch.exp, -1.0, 1.0, 10000))
     order = mse.argsort()
     return (Ts[order[0]], hs[order[0]]), (Ts[order[1:]], hs[order[1:]])

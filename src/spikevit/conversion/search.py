@@ -207,6 +207,8 @@ def cma_search(function: str, steps: int, *, budget: int = 200_000, seed: int = 
             x0 = torch.cat([torch.as_tensor(init[0], dtype=DT).flatten(), torch.as_tensor(init[1], dtype=DT).flatten()])
             track(x0.numpy()[None])       # the start point itself counts: the result is never worse than init
         else:
+            # given starts are used in order from the first restart; the structured pool keeps its old
+            # indexing (restart r takes member r), so earlier recorded runs stay reproducible
             j = (restarts - (init is not None) if starts is not None else restarts) % len(pool_T)
             x0 = torch.cat([pool_T[j], pool_h[j]])
         es = cma.CMAEvolutionStrategy(x0.numpy(), sigma0, {
