@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from spikevit.validation import arg_device
+
 HELP_FMT = argparse.ArgumentDefaultsHelpFormatter
 
 
@@ -15,7 +17,7 @@ def add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = None
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (best available)")
+    p.add_argument("--device", type=arg_device, default="auto", help="cpu, cuda, cuda:1, mps or auto (best available)")
 
 
 def add_json_arg(p: argparse.ArgumentParser, default: str | None = None) -> None:

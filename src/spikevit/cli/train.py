@@ -9,29 +9,31 @@ import argparse
 from pathlib import Path
 
 from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
+from spikevit.validation import (arg_float_range, arg_non_negative_float, arg_non_negative_int, arg_positive_float,
+                                 arg_positive_int)
 
 
 def add_train_args(p: argparse.ArgumentParser, lr: float = 1e-3, batch_size: int = 128, epochs: int = 100,
                    weight_decay: float = 0.05, out_required: bool = True) -> None:
     """Optimisation / data flags shared by ``spikevit train`` and ``spikevit dts train``."""
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=epochs)
-    g.add_argument("--batch-size", type=int, default=batch_size, help="GLOBAL batch (split over DDP processes)")
-    g.add_argument("--lr", type=float, default=lr, help="peak AdamW learning rate")
-    g.add_argument("--min-lr", type=float, default=1e-5, help="learning rate at the end of the cosine decay")
-    g.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warmup length (epochs, may be fractional)")
-    g.add_argument("--weight-decay", type=float, default=weight_decay, help="AdamW decoupled weight decay "
+    g.add_argument("--epochs", type=arg_positive_int, default=epochs)
+    g.add_argument("--batch-size", type=arg_positive_int, default=batch_size, help="GLOBAL batch (split over DDP processes)")
+    g.add_argument("--lr", type=arg_positive_float, default=lr, help="peak AdamW learning rate")
+    g.add_argument("--min-lr", type=arg_non_negative_float, default=1e-5, help="learning rate at the end of the cosine decay")
+    g.add_argument("--warmup-epochs", type=arg_non_negative_float, default=0.0, help="linear warmup length (epochs, may be fractional)")
+    g.add_argument("--weight-decay", type=arg_non_negative_float, default=weight_decay, help="AdamW decoupled weight decay "
                    "(>= 2-D weights only)")
-    g.add_argument("--label-smoothing", type=float, default=0.0)
-    g.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm to this value")
+    g.add_argument("--label-smoothing", type=arg_float_range(0.0, 1.0), default=0.0)
+    g.add_argument("--clip-grad", type=arg_positive_float, default=None, help="clip the gradient norm to this value")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward and loss")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (and after the last)")
+    g.add_argument("--seed", type=arg_non_negative_int, default=0)
+    g.add_argument("--eval-every", type=arg_positive_int, default=1, help="evaluate every N epochs (and after the last)")
     d = p.add_argument_group("data")
-    d.add_argument("--workers", type=int, default=0, help="data loader worker processes per training process")
-    d.add_argument("--train-subset", type=int, default=None, help="train on a seeded class-balanced subset")
-    d.add_argument("--test-subset", type=int, default=None, help="evaluate on a seeded class-balanced subset")
-    d.add_argument("--img-size", type=int, default=None, help="override the dataset's native image size")
+    d.add_argument("--workers", type=arg_non_negative_int, default=0, help="data loader worker processes per training process")
+    d.add_argument("--train-subset", type=arg_positive_int, default=None, help="train on a seeded class-balanced subset")
+    d.add_argument("--test-subset", type=arg_positive_int, default=None, help="evaluate on a seeded class-balanced subset")
+    d.add_argument("--img-size", type=arg_positive_int, default=None, help="override the dataset's native image size")
     d.add_argument("--no-augment", action="store_true", help="disable training augmentation")
     o = p.add_argument_group("output")
     o.add_argument("--out", required=out_required, default=None,
@@ -92,7 +94,8 @@ def cmd_train(args) -> int:
     require(args.model is not None, "--model is required (see --list-models)")
     require(args.out is not None, "--out is required (the run directory)")
     config = config_from_args(args)
-    model, run = build_model(args.model, args.dataset, args.img_size, parse_model_args(args.model_arg))
+    model, run = build_model(args.model, args.dataset, args.img_size, parse_model_args(args.model_arg),
+                             seed=config.seed)
     run.update(data_run_info(args))
     train_set, test_set = datasets_from_args(args)
     res = fit(model, train_set, test_set, config, out_dir=args.out, run=run, resume=not args.no_resume)

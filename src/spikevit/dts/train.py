@@ -68,8 +68,8 @@ def dts_hooks(spec: DTSSpec) -> TrainHooks:
     return TrainHooks(extra_loss=extra, epoch_metrics=time_step_metrics)
 
 
-def build_dts_model(spec: DTSSpec, dataset: str, img_size: int | None = None):
-    model, run = build_model(spec.arch, dataset, img_size, spec.model_kwargs())
+def build_dts_model(spec: DTSSpec, dataset: str, img_size: int | None = None, seed: int | None = None):
+    model, run = build_model(spec.arch, dataset, img_size, spec.model_kwargs(), seed=seed)
     run["dts"] = spec.to_dict()
     return model, run
 
@@ -77,7 +77,7 @@ def build_dts_model(spec: DTSSpec, dataset: str, img_size: int | None = None):
 def train_dts(spec: DTSSpec, train_set, test_set, config: TrainConfig, out_dir: str | Path | None,
               dataset: str, img_size: int | None = None, extra_run: dict | None = None, resume: bool = True):
     """Build the model of ``spec`` and train it with :func:`spikevit.train.fit` (mask loss + metrics hooks)."""
-    model, run = build_dts_model(spec, dataset, img_size)
+    model, run = build_dts_model(spec, dataset, img_size, seed=config.seed)
     run.update(extra_run or {})
     if spec.dts:
         require(len(gated_layers(model)) > 0, f"{spec.arch} has no DTSS-gated layers")

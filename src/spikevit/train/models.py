@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 
+import torch
 from torch import nn
 
 from spikevit.data import dataset_spec
@@ -52,12 +53,20 @@ def model_kwargs_for(name: str, dataset: str, img_size: int | None = None, extra
     return kwargs
 
 
-def build_model(name: str, dataset: str, img_size: int | None = None, extra: dict | None = None
-                ) -> tuple[nn.Module, dict]:
-    """(model, run description ``{"model", "model_kwargs", "dataset"}``) for the registry model ``name``."""
+def build_model(name: str, dataset: str, img_size: int | None = None, extra: dict | None = None,
+                seed: int | None = None) -> tuple[nn.Module, dict]:
+    """(model, run description ``{"model", "model_kwargs", "dataset", "init_seed"}``) for registry model ``name``.
+
+    ``seed``: the initial weights depend on this seed only (the model is built under a forked, seeded
+    CPU generator, so neither earlier random calls nor later ones change them); ``None`` draws from the
+    global generator as it stands.
+    """
     kwargs = model_kwargs_for(name, dataset, img_size, extra)
-    try:
-        model = create_model(name, **kwargs)
-    except TypeError as exc:
-        raise SpikevitError(f"model {name!r} rejected its arguments {kwargs}: {exc}") from None
-    return model, {"model": name, "model_kwargs": kwargs, "dataset": dataset}
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            model = create_model(name, **kwargs)
+        except TypeError as exc:
+            raise SpikevitError(f"model {name!r} rejected its arguments {kwargs}: {exc}") from None
+    return model, {"model": name, "model_kwargs": kwargs, "dataset": dataset, "init_seed": seed}
