@@ -1,0 +1,410 @@
+"""One measurement engine: an operator-level profile of operations, spikes and energy for any model.
+
+``profile(model, *inputs, **kwargs)`` runs ``model(*inputs, **kwargs)`` once without gradients under a
+``TorchDispatchMode`` that sees every ``aten`` product the forward pass performs -- module calls and
+functional calls alike (``F.linear``, ``torch.matmul``, ``@``, ``einsum``, ``scaled_dot_product_attention``,
+convolutions) -- and counts each with the rules of :mod:`spikevit.energy.rules`: every operand is
+classified as a spike, graded or analog tensor; products with a spike / graded operand cost accumulates
+(ACs, the events actually processed), the others multiply-accumulates (MACs).  A ``TorchFunctionMode``
+names each product by the functional call it came from (``"linear"``, ``"matmul"``, ``"conv2d"``, ...) and
+module forward hooks attribute it to the innermost module it ran in.  Spiking modules
+(:data:`~spikevit.energy.rules.SPIKING_RULES`) report their spikes and neurons from the same run.
+
+    p = profile(model, images)
+    p.macs, p.acs                     # totals (ints)
+    p.ops                             # one OpRecord per counted product
+    p.energy("sit45nm")               # joules: macs e_mac + acs e_ac + (2 macs + acs) e_flop
+    p.by_module(), p.by_operator(), p.purity(), p.spiking_rows()
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from spikevit.energy import rules as _rules
+from spikevit.energy.models import EnergyModel, get_energy_model
+from spikevit.errors import require
+
+
+@dataclass
+class OpRecord:
+    """One counted product.  ``operands``: kind per tensor operand (A, B) -- for a convolution (input,
+    weight); ``dense``: the multiply count of the product whatever its operands (FLOPs_ANN)."""
+
+    module: str
+    op: str
+    operands: tuple
+    macs: int
+    acs: int
+    dense: int
+    shapes: tuple = ()
+    aten: str = ""
+    part: str = ""
+    calls: int = 1
+
+    @property
+    def block(self) -> str:
+        return block_of(self.module)
+
+    def as_row(self) -> dict:
+        return {"module": self.module, "op": self.op + (f" ({self.part})" if self.part else ""),
+                "operands": " x ".join(self.operands), "macs": self.macs, "acs": self.acs, "dense": self.dense,
+                "calls": self.calls, "shapes": " x ".join("[" + ",".join(map(str, s)) + "]" for s in self.shapes)}
+
+
+@dataclass
+class SpikeRecord:
+    """Spikes of one spiking module: ``spikes`` over all its steps and calls, ``neurons`` (neuron
+    instances x batch, summed over calls), ``steps`` executed per call (the last call's)."""
+
+    module: str
+    kind: str
+    spikes: float = 0.0
+    neurons: float = 0.0
+    steps: int = 0
+    calls: int = 0
+
+    @property
+    def spikes_per_neuron(self) -> float:
+        return self.spikes / self.neurons if self.neurons else 0.0
+
+
+def block_of(name: str) -> str:
+    """Block of a qualified module name: its first component, plus the next one if that is an index
+    (``blocks.3.attn.q.conv`` -> ``blocks.3``, ``sps.convs.1`` -> ``sps``, ``head`` -> ``head``)."""
+    if not name:
+        return "(model)"
+    parts = name.split(".")
+    if len(parts) > 1 and parts[1].isdigit():
+        return ".".join(parts[:2])
+    return parts[0]
+
+
+@dataclass
+class Profile:
+    """The result of :func:`profile` (or of adding several: ``p1 + p2`` sums counts, e.g. over batches)."""
+
+    ops: list[OpRecord] = field(default_factory=list)
+    spiking: OrderedDict[str, SpikeRecord] = field(default_factory=OrderedDict)
+    samples: int = 0
+    module_order: list[str] = field(default_factory=list)
+
+    # -- totals ---------------------------------------------------------------------------------------------
+    @property
+    def macs(self) -> int:
+        return int(sum(r.macs for r in self.ops))
+
+    @property
+    def acs(self) -> int:
+        return int(sum(r.acs for r in self.ops))
+
+    @property
+    def dense(self) -> int:
+        """Multiplies of every counted product as if nothing were a spike (FLOPs_ANN of this run)."""
+        return int(sum(r.dense for r in self.ops))
+
+    @property
+    def spikes(self) -> float:
+        return float(sum(s.spikes for s in self.spiking.values()))
+
+    @property
+    def neurons(self) -> float:
+        return float(sum(s.neurons for s in self.spiking.values()))
+
+    def spiking_activity(self) -> float:
+        """Spikes per neuron per executed step over all spiking modules (fraction)."""
+        den = sum(s.neurons * max(s.steps, 1) for s in self.spiking.values())
+        return self.spikes / den if den else 0.0
+
+    def snn_flops(self) -> float:
+        """FLOPs_SNN = FLOPs_ANN x spikes / neurons (SIT Eq. 17, DTS Sec. IV-E) with the run's totals."""
+        return self.dense * self.spikes / self.neurons if self.neurons else 0.0
+
+    def energy(self, model_name: str | EnergyModel = "sit45nm", **overrides) -> float:
+        """Joules of the counted products: ``macs e_mac + acs e_ac + (2 macs + acs) e_flop``."""
+        em = model_name.with_overrides(**overrides) if isinstance(model_name, EnergyModel) else \
+            get_energy_model(model_name, **overrides)
+        return self.macs * em.e_mac + self.acs * em.e_ac + (2 * self.macs + self.acs) * em.e_flop
+
+    # -- combining ------------------------------------------------------------------------------------------
+    def __add__(self, other: Profile) -> Profile:
+        out = Profile(samples=self.samples + other.samples,
+                      module_order=self.module_order or other.module_order)
+        out.ops = _merge_ops(self.ops + other.ops)
+        for src in (self.spiking, other.spiking):
+            for name, s in src.items():
+                t = out.spiking.setdefault(name, SpikeRecord(name, s.kind))
+                t.spikes += s.spikes
+                t.neurons += s.neurons
+                t.steps = s.steps
+                t.calls += s.calls
+        return out
+
+    def merged(self) -> Profile:
+        """Same totals, one record per (module, op, part, operand kinds)."""
+        p = Profile(ops=_merge_ops(self.ops), spiking=self.spiking, samples=self.samples,
+                    module_order=self.module_order)
+        return p
+
+    # -- tables ---------------------------------------------------------------------------------------------
+    def op_rows(self) -> list[dict]:
+        return [r.as_row() for r in _merge_ops(self.ops)]
+
+    def by_module(self, energy_model: str | None = None) -> list[dict]:
+        """Per module: MACs, ACs, dense multiplies, spikes and neurons (if a spiking module)."""
+        em = get_energy_model(energy_model) if energy_model else None
+        rows: OrderedDict[str, dict] = OrderedDict()
+        for name in self._ordered_modules():
+            rows[name] = {"module": name, "macs": 0, "acs": 0, "dense": 0, "spikes": None, "neurons": None}
+        for r in self.ops:
+            d = rows.setdefault(r.module, {"module": r.module, "macs": 0, "acs": 0, "dense": 0, "spikes": None,
+                                           "neurons": None})
+            d["macs"] += r.macs
+            d["acs"] += r.acs
+            d["dense"] += r.dense
+        for name, s in self.spiking.items():
+            d = rows.setdefault(name, {"module": name, "macs": 0, "acs": 0, "dense": 0})
+            d["spikes"], d["neurons"], d["kind"] = s.spikes, s.neurons, s.kind
+        out = [d for d in rows.values() if d["dense"] or d.get("spikes") is not None]
+        if em is not None:
+            for d in out:
+                d["energy_J"] = d["macs"] * em.e_mac + d["acs"] * em.e_ac + (2 * d["macs"] + d["acs"]) * em.e_flop
+        return out
+
+    def by_operator(self) -> list[dict]:
+        """Per operator name (``linear``, ``conv2d``, ``matmul`` ...) and operand kinds."""
+        rows: OrderedDict[tuple, dict] = OrderedDict()
+        for r in self.ops:
+            key = (r.op, r.operands)
+            d = rows.setdefault(key, {"op": r.op, "operands": " x ".join(r.operands), "calls": 0, "macs": 0,
+                                      "acs": 0, "dense": 0})
+            d["calls"] += r.calls
+            d["macs"] += r.macs
+            d["acs"] += r.acs
+            d["dense"] += r.dense
+        return list(rows.values())
+
+    def purity(self) -> list[dict]:
+        """Spike purity per block: for each product, the kinds of its operands.
+
+        One row per (block, module, op): ``operands`` such as ``spike x analog``; ``pure`` is True when
+        the product is event-driven (at least one spike / graded operand, so it costs no MACs).
+        """
+        rows = []
+        for r in _merge_ops(self.ops):
+            rows.append({"block": r.block, "module": r.module, "op": r.op + (f" ({r.part})" if r.part else ""),
+                         "operands": " x ".join(r.operands), "event_driven": r.macs == 0 and r.dense > 0,
+                         "macs": r.macs, "acs": r.acs})
+        return rows
+
+    def purity_summary(self) -> list[dict]:
+        """Per block: products, how many are event-driven, and the share of dense work on spike operands."""
+        blocks: OrderedDict[str, dict] = OrderedDict()
+        for r in self.ops:
+            d = blocks.setdefault(r.block, {"block": r.block, "products": set(), "event_driven": set(),
+                                            "dense": 0, "dense_event_driven": 0, "macs": 0, "acs": 0})
+            key = (r.module, r.op, r.part)
+            d["products"].add(key)
+            if r.macs == 0 and r.dense > 0:
+                d["event_driven"].add(key)
+                d["dense_event_driven"] += r.dense
+            d["dense"] += r.dense
+            d["macs"] += r.macs
+            d["acs"] += r.acs
+        out = []
+        for d in blocks.values():
+            out.append({"block": d["block"], "products": len(d["products"]),
+                        "event_driven_products": len(d["event_driven"]),
+                        "event_driven_work_percent": 100.0 * d["dense_event_driven"] / d["dense"] if d["dense"]
+                        else 0.0, "macs": d["macs"], "acs": d["acs"]})
+        return out
+
+    def spiking_rows(self) -> list[dict]:
+        n = max(self.samples, 1)
+        return [{"module": s.module, "kind": s.kind, "steps": s.steps, "spikes_per_sample": s.spikes / n,
+                 "neurons_per_sample": s.neurons / n, "spikes_per_neuron": s.spikes_per_neuron}
+                for s in self.spiking.values()]
+
+    def summary(self, energy_model: str | None = None) -> dict:
+        out = {"samples": self.samples, "macs": self.macs, "acs": self.acs, "dense": self.dense,
+               "spikes": self.spikes, "neurons": self.neurons, "snn_flops": self.snn_flops(),
+               "products": len(self.ops)}
+        if energy_model:
+            out["energy_J"] = self.energy(energy_model)
+            out["energy_model"] = energy_model
+        return out
+
+    def _ordered_modules(self) -> list[str]:
+        return list(self.module_order)
+
+
+def _merge_ops(ops: list[OpRecord]) -> list[OpRecord]:
+    merged: OrderedDict[tuple, OpRecord] = OrderedDict()
+    for r in ops:
+        key = (r.module, r.op, r.part, r.operands, r.aten)
+        t = merged.get(key)
+        if t is None:
+            merged[key] = OpRecord(r.module, r.op, r.operands, r.macs, r.acs, r.dense, r.shapes, r.aten, r.part,
+                                   r.calls)
+        else:
+            t.macs += r.macs
+            t.acs += r.acs
+            t.dense += r.dense
+            t.calls += r.calls
+    return list(merged.values())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the counter
+# ----------------------------------------------------------------------------------------------------------
+_FUNCTION_NAMES = {
+    "linear": "linear", "matmul": "matmul", "__matmul__": "matmul", "__rmatmul__": "matmul", "mm": "mm",
+    "bmm": "bmm", "addmm": "addmm", "baddbmm": "baddbmm", "einsum": "einsum", "mv": "mv", "dot": "dot",
+    "conv1d": "conv1d", "conv2d": "conv2d", "conv3d": "conv3d", "conv_transpose1d": "conv_transpose1d",
+    "conv_transpose2d": "conv_transpose2d", "conv_transpose3d": "conv_transpose3d", "bilinear": "bilinear",
+    "scaled_dot_product_attention": "scaled_dot_product_attention", "tensordot": "tensordot",
+    "multi_head_attention_forward": "multi_head_attention", "inner": "inner", "outer": "outer",
+}
+
+
+class _Names(TorchFunctionMode):
+    """Names the functional call a product came from (the outermost named call on the stack)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = _FUNCTION_NAMES.get(getattr(func, "__name__", ""))
+        if name is None:
+            return func(*args, **(kwargs or {}))
+        self.stack.append(name)
+        try:
+            return func(*args, **(kwargs or {}))
+        finally:
+            self.stack.pop()
+
+
+class _Counter(TorchDispatchMode):
+    def __init__(self, profiler: _Profiler):
+        super().__init__()
+        self.p = profiler
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        rule = self.p.rules.get(func.overloadpacket)
+        if rule is not None:
+            self.p.record(func.overloadpacket, rule(args, kwargs, out))
+        return out
+
+
+class _Profiler:
+    def __init__(self, model: nn.Module, rules: dict, max_level: int):
+        self.model, self.rules, self.max_level = model, rules, max_level
+        self.names = {m: n for n, m in model.named_modules()}
+        self.stack: list[str] = []
+        self.spiking_depth = 0
+        self.profile = Profile(module_order=list(self.names.values()))
+        self.fn_names = _Names()
+        self.handles = []
+
+    # module attribution
+    def _pre(self, m, args):
+        self.stack.append(self.names[m])
+        if _rules.spiking_rule(m) is not None:
+            self.spiking_depth += 1
+
+    def _post(self, m, args, out):
+        rule = _rules.spiking_rule(m)
+        if rule is not None:
+            self.spiking_depth -= 1
+            if self.spiking_depth == 0 and isinstance(out, torch.Tensor):   # outermost spiking module only
+                spikes, neurons, steps = rule(m, args, out)
+                name = self.names[m]
+                rec = self.profile.spiking.setdefault(name, SpikeRecord(name, _spiking_kind(m)))
+                rec.spikes += spikes
+                rec.neurons += neurons
+                rec.steps = steps
+                rec.calls += 1
+        if self.stack:
+            self.stack.pop()
+
+    def __enter__(self):
+        for m in self.names:
+            self.handles.append(m.register_forward_pre_hook(self._pre))
+            self.handles.append(m.register_forward_hook(self._post, always_call=True))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def record(self, packet, products) -> None:
+        module = self.stack[-1] if self.stack else ""
+        fname = self.fn_names.stack[0] if self.fn_names.stack else None
+        for prod in products:
+            tensors = (prod.a, prod.b) if isinstance(prod, _rules.Matmul) else (prod.x, prod.w)
+            kinds = [_rules.classify(t, self.max_level) if t is not None else _rules.Operand("analog")
+                     for t in tensors]
+            dense = prod.dense()
+            spiking = [k for k in kinds if k.kind != "analog"]
+            if not spiking:
+                macs, acs = dense, 0
+            elif len(spiking) == 1:
+                macs, acs = 0, prod.accumulates(*(k.weight() for k in kinds))
+            else:
+                macs, acs = 0, prod.accumulates(*(k.mask() for k in kinds))
+            shapes = tuple(tuple(prod.a_shape if i == 0 else prod.b_shape) for i in range(2)) \
+                if isinstance(prod, _rules.Matmul) else (tuple(prod.x.shape), tuple(prod.w.shape))
+            self.profile.ops.append(OpRecord(module, fname or _rules.default_op_name(packet, prod),
+                                             tuple(k.kind for k in kinds), int(macs), int(acs), int(dense), shapes,
+                                             packet.__name__.split(".")[-1], prod.label))
+
+
+def _spiking_kind(m: nn.Module) -> str:
+    kind = type(m).__name__
+    steps = getattr(m, "steps", None)
+    if isinstance(steps, int):
+        kind += f" (K={steps})"
+    return kind
+
+
+def _batch_size(inputs) -> int:
+    for x in inputs:
+        if isinstance(x, torch.Tensor) and x.dim() > 0:
+            return int(x.shape[0])
+    return 1
+
+
+def profile(model: nn.Module, *inputs, rules: dict | None = None, max_level: int = _rules.DEFAULT_MAX_LEVEL,
+            samples: int | None = None, **kwargs) -> Profile:
+    """Run ``model(*inputs, **kwargs)`` once without gradients and count every product it performs.
+
+    rules: ``aten`` operator -> product rule (default :data:`spikevit.energy.rules.PRODUCT_RULES`).
+    max_level: the largest level a graded operand may hold.
+    samples: the number of samples in ``inputs`` (default: the first tensor's leading dimension).
+    """
+    require(isinstance(model, nn.Module), f"profile needs an nn.Module, got {type(model).__name__}")
+    p = _Profiler(model, rules if rules is not None else _rules.PRODUCT_RULES, int(max_level))
+    with torch.no_grad(), p, p.fn_names, _Counter(p):
+        model(*inputs, **kwargs)
+    p.profile.samples = samples if samples is not None else _batch_size(inputs)
+    return p.profile
+
+
+def merge(profiles) -> Profile:
+    """Sum of several profiles (e.g. one per batch)."""
+    total = Profile()
+    for q in profiles:
+        total = total + q
+    return total
+
+
+__all__ = ["OpRecord", "Profile", "SpikeRecord", "block_of", "merge", "profile"]
