@@ -1,30 +1,42 @@
-"""Spike counting with forward hooks, accuracy/loss evaluation, and the spiking-softmax error measures.
+"""Spike and operation counts of a converted model (an adapter over :func:`spikevit.energy.profile`),
+accuracy/loss evaluation, and the spiking-softmax error measures.
 
-:class:`SpikeCounter` registers forward hooks on a (converted) model and accumulates, per layer:
+:class:`SpikeCounter` opens one :func:`spikevit.energy.profiling` session on a (converted) model and
+reports, per layer, from the operator-level profile:
 
 * spiking neuron layers (:class:`SpikingSoftmax`, :class:`FewSpikeActivation`): spikes over all time
   steps and neurons (one neuron per input element);
-* linear / conv layers: dense MACs (the rule table of :mod:`spikevit.energy.counting`) and whether
-  their input is the output of a spiking layer (tensor identity, through Dropout/Identity);
-* attention products of every :class:`SpikingAttention`: ``QK^T`` (analog) and ``A V`` (spiking when
-  the block is converted).
+* every product (linear / conv layers, functional matmuls): dense MACs and whether an operand is the
+  output of a spiking layer (the profile tracks which spiking module produced each operand, through views,
+  Dropout and Identity);
+* the attention products of every :class:`SpikingAttention`: ``QK^T`` (``.qk``) and ``A V`` (``.av``, the
+  product whose operand comes from a softmax, spiking when the block is converted).
 
-``layers()`` gives the per-sample list that :func:`spikevit.energy.sit.sit_energy` turns into energy.
+``layers()`` gives the per-sample list that :func:`spikevit.energy.sit.sit_energy` turns into energy;
+``profile`` is the underlying :class:`spikevit.energy.Profile` (operand kinds, ACs / MACs, purity).
 """
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from typing import Self
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from spikevit.conversion.converter import SpikingAttention
-from spikevit.energy.counting import OP_RULES
+from spikevit.energy.profile import profiling
 from spikevit.errors import require
+from spikevit.evaluate import evaluate
 from spikevit.nn.spiking_softmax import FewSpikeActivation, SpikingSoftmax
-from spikevit.runtime import progress
+
+
+def _neuron_kind(m: nn.Module) -> str:
+    if isinstance(m, SpikingSoftmax):
+        return f"SI-exp softmax (K={m.steps})"
+    if isinstance(m, FewSpikeActivation):
+        return f"few-spike {m.function} (K={m.steps})"
+    return type(m).__name__
 
 
 class SpikeCounter:
@@ -32,83 +44,35 @@ class SpikeCounter:
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self.handles = []
-        self.samples = 0
-        self.neuron_stats: "OrderedDict[str, dict]" = OrderedDict()
-        self.ops: "OrderedDict[str, dict]" = OrderedDict()
-        self._spiking_outputs: list[tuple[torch.Tensor, str]] = []
+        self._session = None
+        self.profile = None
+        self._modules = dict(model.named_modules())
+        self._attention = [n for n, m in self._modules.items() if isinstance(m, SpikingAttention)]
 
-    # -- hooks ---------------------------------------------------------------------------------------------
-    def _source(self, x) -> str | None:
-        for t, name in self._spiking_outputs:
-            if x is t:
-                return name
-        return None
+    @property
+    def samples(self) -> int:
+        return self.profile.samples if self.profile is not None else 0
 
-    def _neuron_hook(self, name, kind):
-        def hook(m, args, out):
-            rec = self.neuron_stats.setdefault(name, {"layer": name, "kind": kind, "time_steps": m.steps,
-                                                      "spikes": 0.0, "neurons": 0})
-            rec["spikes"] += m.last_spikes
-            rec["neurons"] += m.last_neurons
-            if isinstance(m, FewSpikeActivation):
-                self._spiking_outputs.append((out, name))
-        return hook
-
-    def _passthrough_hook(self, m, args, out):
-        src = self._source(args[0]) if args else None
-        if src is not None:
-            self._spiking_outputs.append((out, src))
-
-    def _layer_hook(self, name, rule):
-        def hook(m, args, out):
-            x = args[0]
-            rec = self.ops.setdefault(name, {"name": name, "kind": type(m).__name__, "macs": 0, "source": None})
-            rec["macs"] += int(rule(m, x, out))
-            src = self._source(x)
-            if src is not None:
-                rec["source"] = src
-        return hook
-
-    def _attention_hook(self, name):
-        def hook(m, args, out):
-            for part in ("qk", "av"):
-                rec = self.ops.setdefault(f"{name}.{part}", {"name": f"{name}.{part}", "kind": f"attention {part}",
-                                                             "macs": 0, "source": None})
-                rec["macs"] += int(m.macs[part])
-                if part == "av" and m.converted:
-                    rec["source"] = _module_name(self.model, m.spiking_softmax)
-        return hook
-
-    def _root_pre_hook(self, m, args, kwargs=None):
-        self._spiking_outputs.clear()
-        if args and isinstance(args[0], torch.Tensor):
-            self.samples += int(args[0].shape[0])
-
-    def __enter__(self) -> "SpikeCounter":
-        for name, m in self.model.named_modules():
-            if isinstance(m, SpikingSoftmax):
-                self.handles.append(m.register_forward_hook(self._neuron_hook(name, f"SI-exp softmax (K={m.steps})")))
-            elif isinstance(m, FewSpikeActivation):
-                self.handles.append(m.register_forward_hook(self._neuron_hook(name, f"few-spike {m.function} (K={m.steps})")))
-            elif isinstance(m, (nn.Dropout, nn.Identity)):
-                self.handles.append(m.register_forward_hook(self._passthrough_hook))
-            elif isinstance(m, SpikingAttention):
-                self.handles.append(m.register_forward_hook(self._attention_hook(name)))
-            else:
-                rule = next((r for t, r in OP_RULES.items() if type(m) is t), None)
-                if rule is not None:
-                    self.handles.append(m.register_forward_hook(self._layer_hook(name, rule)))
-        self.handles.append(self.model.register_forward_pre_hook(self._root_pre_hook))
+    def __enter__(self) -> Self:
+        self._session = profiling(self.model)
+        self.profile = self._session.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
-        self._spiking_outputs.clear()
+        if self._session is not None:
+            self._session.__exit__(*exc)
+            self._session = None
 
     # -- results -------------------------------------------------------------------------------------------
+    @property
+    def neuron_stats(self) -> OrderedDict[str, dict]:
+        out: OrderedDict[str, dict] = OrderedDict()
+        for name, s in (self.profile.spiking.items() if self.profile is not None else ()):
+            m = self._modules.get(name)
+            out[name] = {"layer": name, "kind": _neuron_kind(m), "time_steps": s.steps, "spikes": s.spikes,
+                         "neurons": s.neurons}
+        return out
+
     def spikes(self) -> list[dict]:
         """Per spiking layer: neurons and spikes per sample, spikes per neuron (all time steps)."""
         n = max(self.samples, 1)
@@ -117,12 +81,45 @@ class SpikeCounter:
                  "spikes_per_neuron": r["spikes"] / r["neurons"] if r["neurons"] else 0.0}
                 for r in self.neuron_stats.values()]
 
+    def _attention_of(self, module: str) -> str | None:
+        for a in self._attention:
+            if module == a or module.startswith(a + "."):
+                return a
+        return None
+
+    @property
+    def ops(self) -> OrderedDict[str, dict]:
+        """Per layer (summed over calls): ``name``, ``kind``, dense ``macs`` and the spiking ``source``."""
+        out: OrderedDict[str, dict] = OrderedDict()
+        if self.profile is None:
+            return out
+        stats = self.profile.spiking
+        for r in self.profile.ops:
+            mod = self._modules.get(r.module)
+            attn = self._attention_of(r.module)
+            if isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)):
+                name, kind = r.module, type(mod).__name__
+            elif attn is not None:
+                from_softmax = any(s is not None and (s.endswith(":softmax") or s in stats) for s in r.sources) \
+                    or r.part == "attn@v"
+                part = "av" if from_softmax else "qk"
+                name, kind = f"{attn}.{part}", f"attention {part}"
+            else:
+                name, kind = f"{r.module}:{r.op}" if r.module else r.op, r.op
+            rec = out.setdefault(name, {"name": name, "kind": kind, "macs": 0, "source": None})
+            rec["macs"] += r.dense
+            src = next((s for s in r.sources if s is not None and s in stats), None)
+            if src is not None:
+                rec["source"] = src
+        return out
+
     def layers(self) -> list[dict]:
         """Per-sample layer list for :func:`spikevit.energy.sit.sit_energy`."""
         n = max(self.samples, 1)
+        stats = self.neuron_stats
         out = []
         for r in self.ops.values():
-            src = self.neuron_stats.get(r["source"]) if r["source"] else None
+            src = stats.get(r["source"]) if r["source"] else None
             row = {"name": r["name"], "kind": r["kind"], "macs": r["macs"] / n, "spiking": src is not None}
             if src is not None:
                 row.update(spikes=src["spikes"] / n, neurons=src["neurons"] / n, source=r["source"])
@@ -130,29 +127,13 @@ class SpikeCounter:
         return out
 
 
-def _module_name(root: nn.Module, target: nn.Module) -> str | None:
-    for name, m in root.named_modules():
-        if m is target:
-            return name
-    return None
-
-
-@torch.no_grad()
 def evaluate_classifier(model: nn.Module, loader, device: torch.device, counter: SpikeCounter | None = None,
                         max_batches: int | None = None, desc: str = "eval") -> dict:
-    """Top-1 accuracy (%) and mean cross-entropy of ``model`` over ``loader``."""
-    model.eval()
-    correct, total, loss = 0, 0, 0.0
-    for i, (x, y) in enumerate(progress(loader, desc=desc, leave=False)):
-        if max_batches is not None and i >= max_batches:
-            break
-        x, y = x.to(device), y.to(device)
-        logits = model(x).float()
-        loss += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-        total += int(y.numel())
-    require(total > 0, "evaluation saw no samples")
-    return {"acc1": 100.0 * correct / total, "loss": loss / total, "samples": total}
+    """Top-1 accuracy (%) and mean cross-entropy of ``model`` over ``loader`` (the shared
+    :func:`spikevit.evaluate.evaluate`)."""
+    res = evaluate(model, loader, device, max_batches=max_batches, desc=desc)
+    require(res["samples"] > 0, "evaluation saw no samples")
+    return {"acc1": res["acc1"], "loss": res["loss"], "samples": res["samples"]}
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ spike rate (SIT-conversion / DTS: FLOPs_SNN = FLOPs_ANN * spikes / neurons).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn

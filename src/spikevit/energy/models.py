@@ -24,7 +24,7 @@ class EnergyModel:
     e_mem: float = 0.0
     source: str = ""
 
-    def with_overrides(self, **kw) -> "EnergyModel":
+    def with_overrides(self, **kw) -> EnergyModel:
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
 

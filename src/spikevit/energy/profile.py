@@ -18,6 +18,7 @@ module forward hooks attribute it to the innermost module it ran in.  Spiking mo
 """
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -46,6 +47,7 @@ class OpRecord:
     aten: str = ""
     part: str = ""
     calls: int = 1
+    sources: tuple = ()       # per operand: the spiking module (or "<module>:softmax") that produced it
 
     @property
     def block(self) -> str:
@@ -93,6 +95,7 @@ class Profile:
     spiking: OrderedDict[str, SpikeRecord] = field(default_factory=OrderedDict)
     samples: int = 0
     module_order: list[str] = field(default_factory=list)
+    output: object = field(default=None, repr=False)   # what the profiled call returned (not kept by ``+``)
 
     # -- totals ---------------------------------------------------------------------------------------------
     @property
@@ -250,7 +253,7 @@ def _merge_ops(ops: list[OpRecord]) -> list[OpRecord]:
         t = merged.get(key)
         if t is None:
             merged[key] = OpRecord(r.module, r.op, r.operands, r.macs, r.acs, r.dense, r.shapes, r.aten, r.part,
-                                   r.calls)
+                                   r.calls, r.sources)
         else:
             t.macs += r.macs
             t.acs += r.acs
@@ -298,13 +301,22 @@ class _Counter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        rule = self.p.rules.get(func.overloadpacket)
-        if rule is not None:
-            self.p.record(func.overloadpacket, rule(args, kwargs, out))
+        packet = func.overloadpacket
+        rule = self.p.rules.get(packet)
+        if rule is not None and self.p.stack:                  # only products inside the model's forward
+            self.p.record(packet, rule(args, kwargs, out))
+        elif packet in _SOFTMAX and self.p.stack and isinstance(out, torch.Tensor):
+            self.p.mark_source(out, f"{self.p.stack[-1]}:softmax")
         return out
 
 
+_SOFTMAX = (torch.ops.aten._softmax, torch.ops.aten.softmax)
+
+
 class _Profiler:
+    """Hooks + modes of one profiling session; counts accumulate into ``self.profile`` over every call
+    of the model while the session is open."""
+
     def __init__(self, model: nn.Module, rules: dict, max_level: int):
         self.model, self.rules, self.max_level = model, rules, max_level
         self.names = {m: n for n, m in model.named_modules()}
@@ -312,10 +324,35 @@ class _Profiler:
         self.spiking_depth = 0
         self.profile = Profile(module_order=list(self.names.values()))
         self.fn_names = _Names()
+        self.sources: dict[int, tuple] = {}                    # storage -> (weakref to tensor, producer)
         self.handles = []
+        self._modes = None
+
+    # provenance: which spiking module (or softmax) produced an operand, through views
+    def mark_source(self, t: torch.Tensor, name: str) -> None:
+        try:
+            self.sources[t.untyped_storage().data_ptr()] = (weakref.ref(t), name)
+        except (RuntimeError, TypeError):
+            pass
+
+    def source_of(self, t: torch.Tensor | None) -> str | None:
+        if t is None:
+            return None
+        try:
+            ptr = t.untyped_storage().data_ptr()
+        except (RuntimeError, TypeError):
+            return None
+        entry = self.sources.get(ptr)
+        if entry is None:
+            return None
+        alive = entry[0]()
+        return entry[1] if alive is not None and alive.untyped_storage().data_ptr() == ptr else None
 
     # module attribution
     def _pre(self, m, args):
+        if not self.stack:                                     # a new call of the model
+            self.sources.clear()
+            self.profile.samples += _batch_size(args)
         self.stack.append(self.names[m])
         if _rules.spiking_rule(m) is not None:
             self.spiking_depth += 1
@@ -332,22 +369,32 @@ class _Profiler:
                 rec.neurons += neurons
                 rec.steps = steps
                 rec.calls += 1
+                self.mark_source(out, name)
         if self.stack:
             self.stack.pop()
 
-    def __enter__(self):
+    def __enter__(self) -> Profile:
         for m in self.names:
             self.handles.append(m.register_forward_pre_hook(self._pre))
             self.handles.append(m.register_forward_hook(self._post, always_call=True))
-        return self
+        self._modes = [torch.no_grad(), self.fn_names, _Counter(self)]
+        for mode in self._modes:
+            mode.__enter__()
+        return self.profile
 
     def __exit__(self, *exc):
+        for mode in reversed(self._modes or []):
+            mode.__exit__(*exc)
+        self._modes = None
         for h in self.handles:
             h.remove()
         self.handles.clear()
+        self.sources.clear()
+        self.stack.clear()
+        self.spiking_depth = 0
 
     def record(self, packet, products) -> None:
-        module = self.stack[-1] if self.stack else ""
+        module = self.stack[-1]
         fname = self.fn_names.stack[0] if self.fn_names.stack else None
         for prod in products:
             tensors = (prod.a, prod.b) if isinstance(prod, _rules.Matmul) else (prod.x, prod.w)
@@ -361,11 +408,12 @@ class _Profiler:
                 macs, acs = 0, prod.accumulates(*(k.weight() for k in kinds))
             else:
                 macs, acs = 0, prod.accumulates(*(k.mask() for k in kinds))
-            shapes = tuple(tuple(prod.a_shape if i == 0 else prod.b_shape) for i in range(2)) \
-                if isinstance(prod, _rules.Matmul) else (tuple(prod.x.shape), tuple(prod.w.shape))
+            shapes = (tuple(prod.a_shape), tuple(prod.b_shape)) if isinstance(prod, _rules.Matmul) else \
+                (tuple(prod.x.shape), tuple(prod.w.shape))
             self.profile.ops.append(OpRecord(module, fname or _rules.default_op_name(packet, prod),
                                              tuple(k.kind for k in kinds), int(macs), int(acs), int(dense), shapes,
-                                             packet.__name__.split(".")[-1], prod.label))
+                                             packet.__name__.split(".")[-1], prod.label,
+                                             sources=tuple(self.source_of(t) for t in tensors)))
 
 
 def _spiking_kind(m: nn.Module) -> str:
@@ -383,6 +431,14 @@ def _batch_size(inputs) -> int:
     return 1
 
 
+def profiling(model: nn.Module, *, rules: dict | None = None, max_level: int = _rules.DEFAULT_MAX_LEVEL):
+    """Context manager: ``with profiling(model) as p: model(x1); model(x2)`` -- ``p`` (a :class:`Profile`)
+    sums every call of ``model`` inside the block (no gradients are recorded inside).  Products outside
+    the model's forward are not counted."""
+    require(isinstance(model, nn.Module), f"profile needs an nn.Module, got {type(model).__name__}")
+    return _Profiler(model, rules if rules is not None else _rules.PRODUCT_RULES, int(max_level))
+
+
 def profile(model: nn.Module, *inputs, rules: dict | None = None, max_level: int = _rules.DEFAULT_MAX_LEVEL,
             samples: int | None = None, **kwargs) -> Profile:
     """Run ``model(*inputs, **kwargs)`` once without gradients and count every product it performs.
@@ -390,13 +446,13 @@ def profile(model: nn.Module, *inputs, rules: dict | None = None, max_level: int
     rules: ``aten`` operator -> product rule (default :data:`spikevit.energy.rules.PRODUCT_RULES`).
     max_level: the largest level a graded operand may hold.
     samples: the number of samples in ``inputs`` (default: the first tensor's leading dimension).
+    The model's output is kept as ``Profile.output``.
     """
-    require(isinstance(model, nn.Module), f"profile needs an nn.Module, got {type(model).__name__}")
-    p = _Profiler(model, rules if rules is not None else _rules.PRODUCT_RULES, int(max_level))
-    with torch.no_grad(), p, p.fn_names, _Counter(p):
-        model(*inputs, **kwargs)
-    p.profile.samples = samples if samples is not None else _batch_size(inputs)
-    return p.profile
+    with profiling(model, rules=rules, max_level=max_level) as p:
+        p.output = model(*inputs, **kwargs)
+    if samples is not None:
+        p.samples = int(samples)
+    return p
 
 
 def merge(profiles) -> Profile:
@@ -407,4 +463,4 @@ def merge(profiles) -> Profile:
     return total
 
 
-__all__ = ["OpRecord", "Profile", "SpikeRecord", "block_of", "merge", "profile"]
+__all__ = ["OpRecord", "Profile", "SpikeRecord", "block_of", "merge", "profile", "profiling"]

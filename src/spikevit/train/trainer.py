@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from spikevit.errors import SpikevitError
+from spikevit.evaluate import evaluate as shared_evaluate
 from spikevit.runtime import progress, seed_everything
 from spikevit.train.checkpoint import (load_checkpoint, load_model_state, optimizer_from_tensors, prefixed,
                                        rng_of_rank, rng_state_tensors, save_checkpoint, save_model,
@@ -55,27 +55,11 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, bf16: bool = False, info: DistInfo | None = None,
              desc: str = "eval") -> dict:
-    """Top-1 / top-5 accuracy (%) and mean cross-entropy over ``loader`` (summed over DDP ranks)."""
-    info = info or DistInfo(device=device)
-    model.eval()
-    sums = torch.zeros(4, dtype=torch.float64)  # loss, correct1, correct5, n
-    for x, y in progress(loader, desc=desc, leave=False, **_quiet_unless_main(info)):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _autocast(device, bf16):
-            logits = model(x)
-        logits = logits.float()
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        hit = top == y[:, None]
-        sums += torch.tensor([F.cross_entropy(logits, y, reduction="sum").item(), hit[:, 0].sum().item(),
-                              hit.any(1).sum().item(), len(y)], dtype=torch.float64)
-    sums = all_reduce_sum(sums, info)
-    n = max(1.0, float(sums[3]))
-    return {"loss": float(sums[0]) / n, "acc1": 100.0 * float(sums[1]) / n, "acc5": 100.0 * float(sums[2]) / n,
-            "samples": int(sums[3])}
+    """Top-1 / top-5 accuracy (%) and mean cross-entropy over ``loader`` (summed over DDP ranks): the
+    shared :func:`spikevit.evaluate.evaluate`."""
+    return shared_evaluate(model, loader, device, bf16=bf16, info=info, desc=desc)
 
 
 def _check_resumable(meta: dict, run: dict, config: TrainConfig, path: Path) -> None:
