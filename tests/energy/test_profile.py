@@ -246,3 +246,56 @@ def test_purity_table_per_block():
     assert rows[("blocks.0", "blocks.0.b")]["event_driven"]
     summary = {r["block"]: r for r in p.purity_summary()}
     assert summary["blocks.0"]["products"] == 2 and summary["blocks.0"]["event_driven_products"] == 1
+
+
+def test_spike_times_graded_product_is_driven_by_the_spikes():
+    """Spikformer's Q (K^T V): K^T V of binary K, V holds integer counts (graded); Q M costs nnz(Q) x d."""
+    g = torch.Generator().manual_seed(9)
+    q, k, v = ((torch.rand(2, 6, 4, generator=g) < 0.5).float() for _ in range(3))
+
+    class Attn(nn.Module):
+        def forward(self, q, k, v):
+            return q @ (k.transpose(-1, -2) @ v)
+
+    p = profile(Attn(), q, k, v)
+    ktv, qm = p.ops
+    assert ktv.operands == ("spike", "spike")
+    assert ktv.acs == int((k.sum(-1) * v.sum(-1)).sum())              # pairs where both spike, per token
+    assert qm.operands[0] == "spike" and qm.operands[1] in ("graded", "spike")
+    assert qm.acs == int(q.count_nonzero()) * 4
+    # zero checks: every element of q, k, v (inputs), not of the intermediate K^T V
+    assert ktv.zero_checks == k.numel() + v.numel() and qm.zero_checks == q.numel()
+    assert ktv.sources == (None, None) and qm.sources[1].startswith("product:")
+
+
+def test_graded_times_graded_takes_the_cheaper_driver():
+    a = torch.tensor([[2.0, 0.0, 1.0]])                               # levels sum 3, reaches n = 2 columns
+    b = torch.tensor([[1.0, 3.0], [2.0, 2.0], [0.0, 2.0]])           # levels sum 10, reaches m = 1 row
+
+    class M(nn.Module):
+        def forward(self, a, b):
+            return a @ b
+
+    p = profile(M(), a, b)
+    assert _only(p).operands == ("graded", "graded")
+    assert p.acs == min(3 * 2, 10 * 1)
+
+
+def test_provenance_through_views_and_copies():
+    from spikevit.nn.lif import LIF
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lif = LIF()
+            self.drop = nn.Dropout(0.5)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            s = self.drop(self.lif(x)).transpose(0, 1)                 # [B, T, 4], non-contiguous
+            return self.fc(s.reshape(-1, 4))                           # reshape copies
+
+    net = Net().eval()
+    x = 2 * torch.rand(3, 2, 4, generator=torch.Generator().manual_seed(10))
+    p = profile(net, x)
+    assert _only(p).sources[0] == "lif"

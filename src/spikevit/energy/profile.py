@@ -48,6 +48,8 @@ class OpRecord:
     part: str = ""
     calls: int = 1
     sources: tuple = ()       # per operand: the spiking module (or "<module>:softmax") that produced it
+    zero_checks: int = 0      # elements of spike / graded operands that enter the product (not outputs of
+                              # another product): one zero check each on event-driven hardware
 
     @property
     def block(self) -> str:
@@ -253,12 +255,13 @@ def _merge_ops(ops: list[OpRecord]) -> list[OpRecord]:
         t = merged.get(key)
         if t is None:
             merged[key] = OpRecord(r.module, r.op, r.operands, r.macs, r.acs, r.dense, r.shapes, r.aten, r.part,
-                                   r.calls, r.sources)
+                                   r.calls, r.sources, r.zero_checks)
         else:
             t.macs += r.macs
             t.acs += r.acs
             t.dense += r.dense
             t.calls += r.calls
+            t.zero_checks += r.zero_checks
     return list(merged.values())
 
 
@@ -303,14 +306,27 @@ class _Counter(TorchDispatchMode):
         out = func(*args, **kwargs)
         packet = func.overloadpacket
         rule = self.p.rules.get(packet)
-        if rule is not None and self.p.stack:                  # only products inside the model's forward
+        if not self.p.stack:                                   # only products inside the model's forward
+            return out
+        if rule is not None:
             self.p.record(packet, rule(args, kwargs, out))
-        elif packet in _SOFTMAX and self.p.stack and isinstance(out, torch.Tensor):
+            for t in (out if isinstance(out, (tuple, list)) else (out,)):
+                if isinstance(t, torch.Tensor):
+                    self.p.mark_source(t, _PRODUCT + self.p.stack[-1])
+        elif packet in _SOFTMAX and isinstance(out, torch.Tensor):
             self.p.mark_source(out, f"{self.p.stack[-1]}:softmax")
+        elif packet in _COPIES and isinstance(out, torch.Tensor) and args and isinstance(args[0], torch.Tensor):
+            src = self.p.source_of(args[0])                    # provenance survives copies (reshape of a view)
+            if src is not None:
+                self.p.mark_source(out, src)
         return out
 
 
+_PRODUCT = "product:"
 _SOFTMAX = (torch.ops.aten._softmax, torch.ops.aten.softmax)
+_COPIES = tuple(getattr(torch.ops.aten, n) for n in ("clone", "_to_copy", "_unsafe_view", "contiguous",
+                                                     "_reshape_copy", "alias", "detach", "lift_fresh")
+                if hasattr(torch.ops.aten, n))
 
 
 class _Profiler:
@@ -401,19 +417,16 @@ class _Profiler:
             kinds = [_rules.classify(t, self.max_level) if t is not None else _rules.Operand("analog")
                      for t in tensors]
             dense = prod.dense()
-            spiking = [k for k in kinds if k.kind != "analog"]
-            if not spiking:
-                macs, acs = dense, 0
-            elif len(spiking) == 1:
-                macs, acs = 0, prod.accumulates(*(k.weight() for k in kinds))
-            else:
-                macs, acs = 0, prod.accumulates(*(k.mask() for k in kinds))
+            macs, acs = _rules.count(prod, kinds, dense)
             shapes = (tuple(prod.a_shape), tuple(prod.b_shape)) if isinstance(prod, _rules.Matmul) else \
                 (tuple(prod.x.shape), tuple(prod.w.shape))
+            sources = tuple(self.source_of(t) for t in tensors)
+            checks = sum(t.numel() for t, k, src in zip(tensors, kinds, sources)
+                         if t is not None and k.kind != "analog" and not (src or "").startswith(_PRODUCT))
             self.profile.ops.append(OpRecord(module, fname or _rules.default_op_name(packet, prod),
                                              tuple(k.kind for k in kinds), int(macs), int(acs), int(dense), shapes,
-                                             packet.__name__.split(".")[-1], prod.label,
-                                             sources=tuple(self.source_of(t) for t in tensors)))
+                                             packet.__name__.split(".")[-1], prod.label, sources=sources,
+                                             zero_checks=int(checks)))
 
 
 def _spiking_kind(m: nn.Module) -> str:

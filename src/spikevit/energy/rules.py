@@ -19,11 +19,14 @@ Counting one product with operands A, B (weights and activations alike):
   of X (spike) or its level X / c (graded), and the other operand replaced by ones: the accumulations an
   event-driven processor performs (nnz(x) x out_features for a linear layer; for a convolution the
   non-zero inputs in each output's receptive field, summed over outputs).
-* two spike / graded operands (where the two rules meet): ``acs = sum(op(mask_A, mask_B))``, one
-  accumulate per pair of non-zero entries that meet in the product.  For two binary spike tensors this
-  is the AND count (an accumulate happens only where both spike); when one operand is graded, its
-  non-zero entries act as the added weights (levels are not multiplied in, since the other operand's
-  spike, not the level, triggers the accumulate).
+* two spike / graded operands (where the two rules meet; :func:`count`):
+
+  - spike x spike: ``acs = sum(op(mask_A, mask_B))``, the AND count -- an accumulate happens only
+    where both operands spike (the exact pair count of Spikformer's ``K^T V``);
+  - spike x graded: the spike operand drives and the graded one is read as a weight matrix,
+    ``acs = sum(op(mask_spike, 1))`` (Spikformer's ``Q (K^T V)``: nnz(Q) x d, the hand formula);
+  - graded x graded: the cheaper of the two single-operand counts, ``min(sum(op(level_A, 1)),
+    sum(op(1, level_B)))``.
 """
 from __future__ import annotations
 
@@ -184,6 +187,20 @@ class Conv:
         x = wx if wx is not None else torch.ones(self.x.shape, dtype=ref.dtype, device=ref.device)
         w = ww if ww is not None else torch.ones(self.w.shape, dtype=ref.dtype, device=ref.device)
         return round(float(self._conv(x, w).sum()))
+
+
+def count(prod, kinds: list[Operand], dense: int) -> tuple[int, int]:
+    """``(macs, acs)`` of one product whose operands have ``kinds`` (see the module docstring)."""
+    events = [k.kind for k in kinds]
+    if events == ["analog", "analog"]:
+        return dense, 0
+    if "analog" in events:
+        return 0, prod.accumulates(*(k.weight() for k in kinds))
+    if events == ["spike", "spike"]:
+        return 0, prod.accumulates(kinds[0].mask(), kinds[1].mask())
+    if "spike" in events:
+        return 0, prod.accumulates(*(k.mask() if k.kind == "spike" else None for k in kinds))
+    return 0, min(prod.accumulates(kinds[0].weight(), None), prod.accumulates(None, kinds[1].weight()))
 
 
 def _mm(args, kwargs, out):
