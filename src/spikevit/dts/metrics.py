@@ -1,5 +1,6 @@
 """Evaluation of a (DTS) Spikformer: accuracy, T_l per layer, T_avg (Eq. 3), spiking activity, SOPs and
-energy (through :mod:`spikevit.energy.dts`), measured in one pass over a loader with forward hooks.
+energy (through :mod:`spikevit.energy.dts`), measured in one pass over a loader by the shared
+:func:`spikevit.evaluate.evaluate` under the operator-level profile (:func:`spikevit.energy.profile`).
 
 Definitions (per inference, averaged over the evaluated images):
 
@@ -7,41 +8,24 @@ Definitions (per inference, averaged over the evaluated images):
 * S_l: spikes per neuron of layer l over all its executed steps.
 * SA (%): 100 * all spikes / (all LIF neurons * Tmax), the spiking activity of Tables III-IV (with
   this normalisation Table IV's SOPs / SA pairs are consistent between Tmax = 4 and 6).
-* SOPs: accumulates of every spiking dot-product layer, S_in * DNN FLOPs_l (Sec. IV-E) for convs and
-  the classifier, exact pair counts for the spike-by-spike products of Q (K^T V).
+* SOPs: the accumulates the profile counts for every product with a spike / graded operand (convs, the
+  spike-by-spike products of Q (K^T V), the classifier on token-averaged spikes); zero checks: one per
+  element of a spike / graded operand entering a product (:mod:`spikevit.energy.rules`).
+* dense MACs per step (DNN FLOPs_l) come from one profiled pass in the masked form (all ``tmax`` steps).
 Masked steps are skipped (eval mode), so all counts are those of the dynamic-time-step network.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from spikevit.energy.dts import MembraneOps, SynapticOps, ann_energy, snn_energy
+from spikevit.energy.profile import Profile, profile
 from spikevit.errors import require
+from spikevit.evaluate import evaluate
 from spikevit.functional.dts import average_time_steps
 from spikevit.nn.dtss import DTSSLIF
-from spikevit.runtime import progress
-
-
-@dataclass
-class _Acc:
-    """Running sums for one layer (per-batch quantities summed; divided by samples at the end)."""
-
-    name: str
-    group: str
-    kind: str
-    per_step_macs: float = 0.0
-    ann_macs: float | None = None
-    input_neurons: float = 0.0     # per sample per step
-    steps: float = 0.0             # executed steps (last seen; constant in eval)
-    nonzero: float = 0.0           # summed over batches
-    sops: float = 0.0              # summed over batches (exact counts) or derived at the end
-    exact_sops: bool = False
-    spikes: float = 0.0
 
 
 @dataclass
@@ -103,118 +87,83 @@ class DTSMeasurement:
                  "dense_MMACs_per_step": s.dense_macs / 1e6, "SOPs_M": s.sops / 1e6} for s in self.synaptic]
 
 
-def _prod(shape) -> int:
-    return int(math.prod(shape)) if len(shape) else 1
+def _layer_of(name: str, modules: dict[str, nn.Module]) -> str:
+    """A product inside ``X.conv`` of a :class:`ConvBN` belongs to layer ``X``."""
+    from spikevit.models.spikformer import ConvBN
+
+    parent, _, leaf = name.rpartition(".")
+    return parent if leaf == "conv" and isinstance(modules.get(parent), ConvBN) else name
 
 
-@torch.no_grad()
-def measure(model: nn.Module, loader, device: torch.device | str = "cpu", max_batches: int | None = None,
+def _layers(prof: Profile, modules: dict[str, nn.Module]) -> dict[str, dict]:
+    """Per layer (forward order): dense MACs, ACs, zero checks (summed), the first product's shapes."""
+    out: dict[str, dict] = {}
+    for r in prof.ops:
+        d = out.setdefault(_layer_of(r.module, modules), {"dense": 0, "macs": 0, "acs": 0, "zero_checks": 0,
+                                                          "shapes": r.shapes})
+        d["dense"] += r.dense
+        d["macs"] += r.macs
+        d["acs"] += r.acs
+        d["zero_checks"] += r.zero_checks
+    return out
+
+
+def _first_batch(loader, device):
+    x, _ = next(iter(loader))
+    return x[:1].to(device)
+
+
+def measure(model: nn.Module, loader, device=None, max_batches: int | None = None,
             desc: str = "measure") -> DTSMeasurement:
     """One eval pass (masked steps skipped) collecting accuracy, T_l, spikes and operation counts."""
-    from spikevit.models.spikformer import ConvBN, Spikformer, SpikeAttention
+    import torch
+
+    from spikevit.models.spikformer import Spikformer
 
     require(isinstance(model, Spikformer), "DTS measurements need a Spikformer model")
-    device = torch.device(device)
+    device = torch.device(device or "cpu")
     model.eval().to(device)
-    model.set_skip_masked(True)
-    accs: dict[str, _Acc] = {}
-    lif_names = {m: n for n, m in model.named_modules() if isinstance(m, DTSSLIF)}
-    handles = []
-
-    def on_lif(m, args, out):
-        name = lif_names[m]
-        a = accs.setdefault("lif:" + name, _Acc(name, m.group, "lif"))
-        a.input_neurons = _prod(args[0].shape[2:])
-        a.steps = out.shape[0]
-        a.spikes += float((out != 0).sum())
-
-    def on_conv(name):
-        def hook(m, args, out):
-            s = args[0]
-            steps = s.shape[0]
-            conv = m.conv
-            a = accs.setdefault(name, _Acc(name, m.group, "spiking"))
-            spatial = _prod(s.shape[3:])
-            a.per_step_macs = conv.out_channels * spatial * (conv.in_channels // conv.groups) * _prod(conv.kernel_size)
-            a.input_neurons = _prod(s.shape[2:])
-            a.steps = steps
-            a.nonzero += float((s != 0).sum())
-        return hook
-
-    def on_attn(name):
-        def hook(m, args, out):
-            q, k, v = args[:3]
-            steps = min(q.shape[0], k.shape[0], v.shape[0])
-            _, b, dim, n = q.shape
-            d = dim // m.heads
-            a = accs.setdefault(name, _Acc(name, m.group, "spiking", exact_sops=True))
-            a.per_step_macs = 2.0 * n * dim * d          # K^T V and Q (K^T V), per head summed
-            a.ann_macs = 2.0 * n * n * dim               # softmax attention: Q K^T and A V
-            a.input_neurons = 3 * dim * n
-            a.steps = steps
-
-            def heads(x):
-                return (x[:steps] != 0).reshape(steps, b, m.heads, d, n).float()
-            qh, kh, vh = heads(q), heads(k), heads(v)
-            # K^T V: a product is needed only where both spikes are 1; Q M: one accumulate per Q spike and column
-            a.sops += float((kh.sum(3) * vh.sum(3)).sum()) + float(qh.sum()) * d
-            a.nonzero += float(qh.sum() + kh.sum() + vh.sum())
-        return hook
-
-    def on_encoding(m, args, out):
-        a = accs.setdefault("sps.enc.0", _Acc("sps.enc.0", "encoding", "encoding"))
-        x = args[0]
-        a.per_step_macs = _prod(out.shape[1:]) * (m.in_channels // m.groups) * _prod(m.kernel_size)
-        a.input_neurons = _prod(x.shape[1:])
-        a.steps = 1
-
-    def on_head(m, args, out):
-        s = args[0]  # [T_h, B, D]: token-averaged spikes of the head LIF
-        a = accs.setdefault("head", _Acc("head", "head", "spiking"))
-        a.per_step_macs = m.in_features * m.out_features
-        a.input_neurons = m.in_features
-        a.steps = s.shape[0]
-        a.nonzero += float(s.sum())  # = spikes / N: spikes per token-averaged input neuron
-
-    for name, mod in model.named_modules():
-        if isinstance(mod, DTSSLIF):
-            handles.append(mod.register_forward_hook(on_lif))
-        elif isinstance(mod, ConvBN):
-            handles.append(mod.register_forward_hook(on_conv(name)))
-        elif isinstance(mod, SpikeAttention):
-            handles.append(mod.register_forward_hook(on_attn(name)))
-    handles.append(model.sps.enc[0].register_forward_hook(on_encoding))
-    handles.append(model.head.register_forward_hook(on_head))
-    loss_sum, correct, samples = 0.0, 0, 0
+    # dense MACs per time step of every layer: one sample in the masked form (all tmax steps computed)
+    model.set_skip_masked(False)
     try:
-        for i, (x, y) in enumerate(progress(loader, desc=desc, leave=False)):
-            if max_batches is not None and i >= max_batches:
-                break
-            x, y = x.to(device), y.to(device)
-            logits = model(x).float()
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            samples += len(y)
+        reference = profile(model, _first_batch(loader, device))
     finally:
-        for h in handles:
-            h.remove()
-    require(samples > 0, "no samples to measure")
-    return _finish(model, accs, samples, 100.0 * correct / samples, loss_sum / samples)
+        model.set_skip_masked(True)
+    res = evaluate(model, loader, device, max_batches=max_batches, profile=True, desc=desc)
+    require(res["samples"] > 0, "no samples to measure")
+    return from_profile(model, res["profile"], reference, res["samples"], res["acc1"], res["loss"])
 
 
-def _finish(model, accs: dict[str, _Acc], samples: int, acc1: float, loss: float) -> DTSMeasurement:
+def from_profile(model: nn.Module, prof: Profile, reference: Profile, samples: int, acc1: float,
+                 loss: float) -> DTSMeasurement:
+    """A :class:`DTSMeasurement` from the profile of the evaluated batches (``samples`` images) and the
+    one-sample masked-form ``reference`` profile (dense MACs per step)."""
+    from spikevit.models.spikformer import SpikeAttention
+
+    modules = dict(model.named_modules())
     meas = DTSMeasurement(samples, model.tmax, acc1, loss)
-    for key, a in accs.items():
-        if a.kind == "lif":
-            meas.lif.append({"name": a.name, "group": a.group, "T_l": int(a.steps), "neurons": a.input_neurons,
-                             "spikes": a.spikes / samples})
-            meas.membranes.append(MembraneOps(a.name, a.input_neurons, a.steps, a.group))
+    for name, rec in prof.spiking.items():
+        m = modules.get(name)
+        if not isinstance(m, DTSSLIF):
             continue
-        if a.kind == "encoding":
-            meas.synaptic.append(SynapticOps(a.name, "encoding", a.per_step_macs, 1, group="sps"))
+        neurons = rec.neurons / samples                     # per sample per step
+        meas.lif.append({"name": name, "group": m.group, "T_l": int(rec.steps), "neurons": neurons,
+                         "spikes": rec.spikes / samples})
+        meas.membranes.append(MembraneOps(name, neurons, rec.steps, m.group))
+    run, ref = _layers(prof, modules), _layers(reference, modules)
+    for name, full in ref.items():
+        got = run.get(name, {"dense": 0, "macs": 0, "acs": 0, "zero_checks": 0})
+        m = modules.get(name)
+        group = getattr(m, "group", "") or ("head" if name == "head" else "")
+        if full["macs"] and not full["acs"]:                # analog input: the encoding layer, computed once
+            meas.synaptic.append(SynapticOps(name, "encoding", full["dense"], 1, group=group or "sps"))
             continue
-        rate = a.nonzero / samples / a.input_neurons          # S_in: input spikes per neuron, all steps
-        sops = a.sops / samples if a.exact_sops else rate * a.per_step_macs
-        meas.synaptic.append(SynapticOps(a.name, "spiking", a.per_step_macs, a.steps, sops,
-                                         a.input_neurons * a.steps, a.ann_macs, a.group))
+        per_step = full["dense"] / model.tmax
+        steps = got["dense"] / samples / per_step if per_step else 0.0
+        ann = None
+        if isinstance(m, SpikeAttention):                   # softmax attention Q K^T, A V: 2 N^2 D per step
+            d, n = full["shapes"][0][-2], full["shapes"][0][-1]   # first product K^T V: [.., d, N] @ [.., N, d]
+            ann = per_step * n / d
+        meas.synaptic.append(SynapticOps(name, "spiking", per_step, round(steps, 6), got["acs"] / samples,
+                                         got["zero_checks"] / samples, ann, group))
     return meas
