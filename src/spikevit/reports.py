@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
 import json
 import math
 import platform
 from pathlib import Path
 
 import torch
+
+from spikevit.validation import atomic_write_text
 
 
 def _jsonable(x):
@@ -57,7 +60,7 @@ def markdown_table(rows: list[dict], floatfmt: str = "{:.4g}") -> str:
 def write_report(json_path: str | Path, command: str, config: dict, results: dict,
                  tables: dict[str, list[dict]] | None = None, title: str | None = None,
                  notes: str | None = None, figures: list[str] | None = None) -> Path:
-    """Write ``json_path`` (+ ``.md`` and one ``.csv`` per table beside it)."""
+    """Write ``json_path`` (+ ``.md`` and one ``.csv`` per table beside it), each file atomically."""
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     tables = tables or {}
@@ -71,23 +74,24 @@ def write_report(json_path: str | Path, command: str, config: dict, results: dic
                         "machine": platform.machine()},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(json_path, json.dumps(doc, indent=2) + "\n")
     stem = json_path.with_suffix("")
     md = [f"# {title or command}", "", f"Command: `{command}`", ""]
     if notes:
         md += [notes, ""]
     for name, rows in tables.items():
         md += [f"## {name}", "", markdown_table(_jsonable(rows))]
-        with open(f"{stem}.{_slug(name)}.csv", "w", newline="") as fh:
-            rows = _jsonable(rows)
-            if rows:
-                keys = list(dict.fromkeys(k for r in rows for k in r))
-                w = csv.DictWriter(fh, fieldnames=keys)
-                w.writeheader()
-                w.writerows(rows)
+        fh = io.StringIO(newline="")
+        rows = _jsonable(rows)
+        if rows:
+            keys = list(dict.fromkeys(k for r in rows for k in r))
+            w = csv.DictWriter(fh, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+        atomic_write_text(f"{stem}.{_slug(name)}.csv", fh.getvalue())
     for fig in figures or []:
         md += [f"![{Path(fig).stem}]({Path(fig).name})", ""]
-    stem.with_suffix(".md").write_text("\n".join(md))
+    atomic_write_text(stem.with_suffix(".md"), "\n".join(md))
     return json_path
 
 

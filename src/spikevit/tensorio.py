@@ -11,9 +11,8 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from safetensors import safe_open
 
 from spikevit.errors import SpikevitError
 
@@ -27,8 +26,12 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], kind
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {KIND_KEY: kind, "json": json.dumps(metadata or {}, sort_keys=True)}
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)       # never leave a half-written file behind
+        raise
     return path
 
 

@@ -102,7 +102,9 @@ def device_name(value: str | None, name: str = "--device") -> str:
 # --------------------------------------------------------------------------------------------------------
 # argparse types (same checks, argparse's error format and exit code 2)
 # --------------------------------------------------------------------------------------------------------
-def _argtype(check, label: str, **kw):
+def argtype(check, label: str, **kw):
+    """An argparse ``type=`` callable running ``check(text, name, **kw)`` (a SpikevitError becomes argparse's
+    one-line error, exit code 2)."""
     def convert(text: str):
         try:
             return check(text, "value", **kw)
@@ -112,16 +114,16 @@ def _argtype(check, label: str, **kw):
     return convert
 
 
-arg_positive_int = _argtype(positive_int, "positive integer")
-arg_non_negative_int = _argtype(non_negative_int, "non-negative integer")
-arg_positive_float = _argtype(positive_float, "positive number")
-arg_non_negative_float = _argtype(non_negative_float, "non-negative number")
-arg_finite_float = _argtype(finite_float, "finite number")
+arg_positive_int = argtype(positive_int, "positive integer")
+arg_non_negative_int = argtype(non_negative_int, "non-negative integer")
+arg_positive_float = argtype(positive_float, "positive number")
+arg_non_negative_float = argtype(non_negative_float, "non-negative number")
+arg_finite_float = argtype(finite_float, "finite number")
 
 
 def arg_float_range(lo: float, hi: float, *, strictly_above_lo: bool = False):
     """argparse type: a finite float in ``[lo, hi]`` (``(lo, hi]`` if ``strictly_above_lo``)."""
-    return _argtype(finite_float, f"number in {'(' if strictly_above_lo else '['}{lo:g}, {hi:g}]",
+    return argtype(finite_float, f"number in {'(' if strictly_above_lo else '['}{lo:g}, {hi:g}]",
                     minimum=lo, strictly=strictly_above_lo, maximum=hi)
 
 
@@ -180,7 +182,12 @@ def check_output(path, name: str, *, inputs: Iterable = (), directory: bool = Fa
         parent = parent.parent
     if not parent.is_dir():
         raise SpikevitError(f"{name}: cannot create {p}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+    try:                       # a real probe: catches read-only file systems and permissions alike
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise SpikevitError(f"{name}: cannot write {p}: {exc.strerror or exc}") from None
+    if p.exists() and not directory and not os.access(p, os.W_OK):
         raise SpikevitError(f"{name}: {p} is not writable (permission denied)")
     return p
 

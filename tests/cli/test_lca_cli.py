@@ -54,7 +54,7 @@ def test_run_in_steps_matches_run_in_one_go(tmp_path, capsys):
     (["lca", "run", "--dataset", "svhn"], "unknown dataset"),
     (["lca", "run", "--backbone", "resnet9000"], "unknown backbone"),
     (["lca", "run", "--dictionary-size", "99999"], "exceeds"),
-    (["lca", "run", "--tau", "0"], "tau must be"),
+    (["lca", "run", "--tau", "0"], "--tau: must be >= 1"),
 ])
 def test_bad_input_gives_one_line_error_and_exit_2(args, needle, tmp_path, capsys):
     code, _, err = run([*args, "--cache", str(tmp_path), "--json", str(tmp_path / "x.json")], capsys)

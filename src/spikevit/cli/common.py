@@ -14,6 +14,8 @@ def add_data_args(p: argparse.ArgumentParser, dataset_default: str | None = None
     p.add_argument("--data-root", default=None, help="folder holding the dataset (torchvision format or "
                    "ImageFolder tree <root>/<dataset>/<split>/<class>/...)")
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset into --data-root")
+    p.add_argument("--skip-bad-images", action="store_true", help="decode every image up front and leave out "
+                   "(and report) unreadable files instead of stopping at the first one")
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:

@@ -9,8 +9,13 @@ import argparse
 from pathlib import Path
 
 from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
-from spikevit.validation import (arg_float_range, arg_non_negative_float, arg_non_negative_int, arg_positive_float,
-                                 arg_positive_int)
+from spikevit.validation import (
+    arg_float_range,
+    arg_non_negative_float,
+    arg_non_negative_int,
+    arg_positive_float,
+    arg_positive_int,
+)
 
 
 def add_train_args(p: argparse.ArgumentParser, lr: float = 1e-3, batch_size: int = 128, epochs: int = 100,
@@ -38,6 +43,7 @@ def add_train_args(p: argparse.ArgumentParser, lr: float = 1e-3, batch_size: int
     o = p.add_argument_group("output")
     o.add_argument("--out", required=out_required, default=None,
                    help="run directory: checkpoints, log.json, model.safetensors")
+    p.set_defaults(out_kind="folder")
     o.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a checkpoint "
                    "(it is overwritten)")
 
@@ -56,7 +62,7 @@ def datasets_from_args(args):
 
     return build_datasets(args.dataset, args.data_root, augment=not args.no_augment, img_size=args.img_size,
                           train_subset=args.train_subset, test_subset=args.test_subset, seed=args.seed,
-                          download=args.download)
+                          download=args.download, skip_bad_images=args.skip_bad_images)
 
 
 def data_run_info(args) -> dict:

@@ -82,9 +82,49 @@ def _folder_root(spec: DatasetSpec, root: Path, split: str) -> Path | None:
     return next((c for c in candidates if c.is_dir()), None)
 
 
+def open_image(path: str) -> Image.Image:
+    """Decode one image file fully (as ImageFolder's loader does: RGB); an unreadable file is a
+    :class:`SpikevitError` naming it."""
+    try:
+        with Image.open(path) as img:
+            img.load()                   # decode now: truncated files fail here, not later inside a transform
+            return img.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise SpikevitError(f"unreadable image {path}: {exc} (pass --skip-bad-images to leave such files out)"
+                            ) from None
+
+
+def image_folder(root: str, transform: Callable | None = None, skip_bad_images: bool = False):
+    """``torchvision.datasets.ImageFolder`` whose unreadable images are a clear error naming the file, or,
+    with ``skip_bad_images=True``, are found by decoding every file up front, left out, and listed in the
+    dataset's ``skipped`` attribute."""
+    import torchvision
+
+    ds = torchvision.datasets.ImageFolder(root, transform=transform, loader=open_image)
+    ds.skipped = []
+    if skip_bad_images:
+        good = []
+        for path, target in ds.samples:
+            try:
+                open_image(path)
+                good.append((path, target))
+            except SpikevitError:
+                ds.skipped.append(path)
+        ds.samples = ds.imgs = good
+        ds.targets = [t for _, t in good]
+        if ds.skipped:
+            shown = ", ".join(ds.skipped[:3]) + (" ..." if len(ds.skipped) > 3 else "")
+            print(f"skipped {len(ds.skipped)} unreadable image(s) of {root}: {shown}")
+    return ds
+
+
 def load_dataset(name: str, root: str | Path | None, split: str, transform: Callable | None = None,
-                 download: bool = False):
-    """Return a torch Dataset with ``.targets`` and ``.classes`` for ``split`` ("train" / "test")."""
+                 download: bool = False, skip_bad_images: bool = False):
+    """Return a torch Dataset with ``.targets`` and ``.classes`` for ``split`` ("train" / "test").
+
+    Image-folder datasets fail with a :class:`SpikevitError` naming an unreadable image when it is read;
+    ``skip_bad_images`` decodes every image up front and leaves the unreadable ones out (``ds.skipped``).
+    """
     spec = dataset_spec(name)
     if split not in SPLITS:
         raise SpikevitError(f"unknown split {split!r}; choose from {SPLITS}")
@@ -114,7 +154,7 @@ def load_dataset(name: str, root: str | Path | None, split: str, transform: Call
             f"dataset {name!r} ({real_split} split) not found under {root}: expected torchvision's format "
             f"or an ImageFolder tree {root}/{(spec.folder_names or ('<name>',))[0]}/{real_split}/<class>/<image>"
             + ("" if download else " (or pass --download where the dataset host is reachable)"))
-    ds = torchvision.datasets.ImageFolder(str(folder), transform=transform)
+    ds = image_folder(str(folder), transform=transform, skip_bad_images=skip_bad_images)
     if spec.num_classes is not None and len(ds.classes) != spec.num_classes:
         raise SpikevitError(f"{folder} has {len(ds.classes)} class folders, {name} has {spec.num_classes}")
     return ds

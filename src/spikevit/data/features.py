@@ -21,6 +21,7 @@ from spikevit.data.datasets import dataset_spec, load_dataset
 from spikevit.errors import SpikevitError
 from spikevit.runtime import pick_device, progress
 from spikevit.tensorio import load_tensors, read_metadata, save_tensors
+from spikevit.validation import atomic_write_text
 
 KIND = "feature-shard"
 
@@ -66,12 +67,14 @@ def subset_indices(total: int, limit: int | None, seed: int = 0) -> torch.Tensor
 def extract_features(dataset: str, data_root, split: str, backbone: str, cache: str | Path, *,
                      weights: str = "default", batch_size: int = 64, shard_size: int = 2048,
                      limit: int | None = None, device: str | None = None, num_workers: int = 0,
-                     image_size: int | None = None, download: bool = False, show_progress: bool = True) -> Path:
+                     image_size: int | None = None, download: bool = False, show_progress: bool = True,
+                     skip_bad_images: bool = False) -> Path:
     """Extract features of ``split`` into the cache (resuming); return the split's folder."""
     spec = dataset_spec(dataset)
     out = feature_dir(cache, dataset, backbone, split, weights, limit, image_size)
     bb = create_backbone(backbone, weights, image_size=image_size, pixel_stats=(spec.mean, spec.std))
-    ds = load_dataset(dataset, data_root, split, transform=bb.transform, download=download)
+    ds = load_dataset(dataset, data_root, split, transform=bb.transform, download=download,
+                      skip_bad_images=skip_bad_images)
     rows = subset_indices(len(ds), limit)
     if len(rows) == 0:
         raise SpikevitError(f"{dataset} {split} split is empty")
@@ -84,12 +87,18 @@ def extract_features(dataset: str, data_root, split: str, backbone: str, cache: 
     out.mkdir(parents=True, exist_ok=True)
     mpath = out / "manifest.json"
     if mpath.exists():
-        old = json.loads(mpath.read_text())
-        changed = [k for k in ("rows", "shard_size", "backbone", "rows_sha1", "transform") if old.get(k) != manifest[k]]
-        if changed:
-            raise SpikevitError(f"{out} holds an extraction with different settings ({', '.join(changed)}); "
-                                "delete it or use another --cache")
-    mpath.write_text(json.dumps(manifest, indent=2))
+        old = _read_manifest(mpath)
+        if old is None:    # unreadable (e.g. an interrupted write by an older version): shards cannot be verified
+            print(f"{mpath} is unreadable; re-extracting every shard of {out} to repair it")
+            for shard in out.glob("shard-*.safetensors"):
+                shard.unlink()
+        else:
+            changed = [k for k in ("rows", "shard_size", "backbone", "rows_sha1", "transform")
+                       if old.get(k) != manifest[k]]
+            if changed:
+                raise SpikevitError(f"{out} holds an extraction with different settings ({', '.join(changed)}); "
+                                    "delete it or use another --cache")
+    atomic_write_text(mpath, json.dumps(manifest, indent=2))
     todo = [i for i in range(n_shards) if not _shard_ok(out / f"shard-{i:05d}.safetensors")]
     if not todo:
         return out
@@ -124,6 +133,15 @@ def _describe(transform) -> str:
     return " ".join(line.split(" at 0x")[0].strip() for line in text.splitlines())
 
 
+def _read_manifest(path: Path) -> dict | None:
+    """The manifest, or None when it is empty, truncated or not a manifest."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("shards"), int) else None
+
+
 def _shard_ok(path: Path) -> bool:
     if not path.is_file():
         return False
@@ -140,7 +158,9 @@ def load_features(folder: str | Path) -> FeatureSet:
     mpath = folder / "manifest.json"
     if not mpath.is_file():
         raise SpikevitError(f"no extracted features in {folder} (missing manifest.json): run `spikevit lca extract`")
-    manifest = json.loads(mpath.read_text())
+    manifest = _read_manifest(mpath)
+    if manifest is None:
+        raise SpikevitError(f"{mpath} is empty or corrupt: rerun the same `spikevit lca extract` command to repair it")
     feats, labels, index, seconds = [], [], [], 0.0
     for i in range(manifest["shards"]):
         p = folder / f"shard-{i:05d}.safetensors"

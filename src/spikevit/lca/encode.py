@@ -7,10 +7,17 @@ from typing import Callable, Iterator
 import torch
 
 from spikevit.errors import SpikevitError
-from spikevit.functional.lca import THRESHOLDS, LCATrace, lca_active, lca_factored, lca_gramian
+from spikevit.functional.lca import (
+    THRESHOLDS,
+    LCATrace,
+    lca_active,
+    lca_factored,
+    lca_gramian,
+)
 from spikevit.functional.lca_mixed import lca_mixed
 from spikevit.functional.lca_screened import lca_screened
 from spikevit.runtime import progress
+from spikevit.validation import finite_float, non_negative_float, positive_int
 
 BACKENDS: dict[str, Callable[..., LCATrace]] = {
     "gramian": lca_gramian,     # dense M x M Gramian every step (authors' formulation, the reference)
@@ -109,13 +116,20 @@ def check_dictionary_inputs(dictionary, inputs, where: str = "encode") -> tuple[
     return dictionary.to(dtype), inputs.to(device=dictionary.device, dtype=dtype)
 
 
+def check_tau(tau, name: str = "tau") -> float:
+    """The LCA time constant (in steps): finite, >= 1 (Eq. 2 is stable), and small enough that the update
+    ``(b - u - ...) / tau`` still moves the potentials in float64."""
+    tau = finite_float(tau, name, minimum=1.0)
+    if not 1.0 - 1.0 / tau < 1.0:
+        raise SpikevitError(f"{name} = {tau:g} is too large: 1 - 1/tau rounds to 1 in float64, so the potentials "
+                            "never move")
+    return tau
+
+
 def _check_params(lam, tau, steps, threshold, backend):
-    if not (lam >= 0):
-        raise SpikevitError(f"lam must be >= 0, got {lam}")
-    if not (tau >= 1):
-        raise SpikevitError(f"tau must be >= 1 (time constant in steps), got {tau}")
-    if int(steps) != steps or steps < 0:
-        raise SpikevitError(f"steps must be a non-negative integer, got {steps}")
+    non_negative_float(lam, "lam")
+    check_tau(tau)
+    positive_int(steps, "steps (number of LCA steps K)")
     if threshold not in THRESHOLDS:
         raise SpikevitError(f"unknown threshold {threshold!r}; choose from {THRESHOLDS}")
     if backend != "auto" and backend not in BACKENDS:
@@ -171,6 +185,7 @@ def encode_batches(dictionary: torch.Tensor, inputs: torch.Tensor, *, batch_size
     Inputs may live on the CPU (or be memory-mapped); each batch is moved to
     ``device`` (default: the dictionary's).
     """
+    batch_size = positive_int(batch_size, "batch_size")
     device = device or dictionary.device
     phi = dictionary.to(device)
     total = inputs.shape[0]

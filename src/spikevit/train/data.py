@@ -82,10 +82,12 @@ def seeded_subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
 
 def build_datasets(name: str, root: str | None, augment: bool = True, img_size: int | None = None,
                    train_subset: int | None = None, test_subset: int | None = None, seed: int = 0,
-                   download: bool = False) -> tuple[Dataset, Dataset]:
+                   download: bool = False, skip_bad_images: bool = False) -> tuple[Dataset, Dataset]:
     """(train, test) datasets with training augmentation and seeded stratified subsets."""
-    train = load_dataset(name, root, "train", build_transforms(name, True, augment, img_size), download)
-    test = load_dataset(name, root, "test", build_transforms(name, False, augment, img_size), download)
+    train = load_dataset(name, root, "train", build_transforms(name, True, augment, img_size), download,
+                         skip_bad_images)
+    test = load_dataset(name, root, "test", build_transforms(name, False, augment, img_size), download,
+                        skip_bad_images)
     return seeded_subset(train, train_subset, seed), seeded_subset(test, test_subset, seed + 1)
 
 
