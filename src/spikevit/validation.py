@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import torch
 
 from spikevit.errors import SpikevitError
@@ -36,7 +37,7 @@ def non_negative_int(value, name: str) -> int:
 
 
 def _int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)) and not hasattr(value, "__index__"):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, str, np.number)):
         raise SpikevitError(f"{name} must be an integer >= {minimum}, got {value!r}")
     try:
         as_float = float(value)

@@ -10,7 +10,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from spikevit.lca.decoders import class_sums, max_activation
 from spikevit.lca.dictionary import normalize_atoms, select_exemplars
-from spikevit.lca.encode import encode
+from spikevit.lca.encode import check_tau, encode
+from spikevit.validation import device_name, non_negative_float, positive_int
 
 
 class ExemplarLCAClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
@@ -50,11 +51,10 @@ class ExemplarLCAClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         check_classification_targets(y)
         if self.decoder not in ("max_sum", "max_activation"):
             raise ValueError(f"decoder must be 'max_sum' or 'max_activation', got {self.decoder!r}")
+        self._check_params()
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         labels = torch.as_tensor(y_idx, dtype=torch.long)
         size = self.dictionary_size
-        if size is not None and not (isinstance(size, (int, np.integer)) and 0 < size):
-            raise ValueError(f"dictionary_size must be a positive int or None, got {size!r}")
         size = None if size is None or size >= len(y) else int(size)
         rs = self.random_state
         seed = int(rs) if isinstance(rs, (int, np.integer)) else int(check_random_state(rs).randint(2**31 - 1))
@@ -68,8 +68,20 @@ class ExemplarLCAClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.exemplar_indices_ = idx[nonzero].numpy()
         return self
 
+    def _check_params(self) -> None:
+        """Every parameter checked before any work (a SpikevitError, a ValueError, naming it)."""
+        if self.dictionary_size is not None:
+            positive_int(self.dictionary_size, "dictionary_size")
+        non_negative_float(self.lam, "lam")
+        check_tau(self.tau)
+        positive_int(self.steps, "steps")
+        positive_int(self.batch_size, "batch_size")
+        if self.device is not None:
+            device_name(self.device, "device")
+
     def _codes(self, X) -> torch.Tensor:
         check_is_fitted(self, "atoms_")
+        self._check_params()
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         from spikevit.runtime import pick_device
         dev = pick_device(self.device)
