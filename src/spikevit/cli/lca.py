@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
+from spikevit.validation import arg_non_negative_int, arg_positive_int
 
 DEFAULT_CACHE = str(Path.home() / ".cache" / "spikevit" / "features")
 
@@ -51,8 +52,8 @@ def register(sub) -> None:
     add_data_args(p, "digits"); _add_backbone_args(p); _add_dict_args(p); _add_lca_args(p)
     add_device_arg(p); add_json_arg(p, "results/lca-run.json")
     p.add_argument("--dictionary-out", default=None, help="also save the dictionary here")
-    p.add_argument("--shallow-train-size", type=int, default=5000, help="training codes for the shallow NN "
-                   "(images outside the dictionary first, then leave-one-out coded exemplars); 0 disables it")
+    p.add_argument("--shallow-train-size", type=arg_non_negative_int, default=5000, help="training codes for the "
+                   "shallow NN (images outside the dictionary first, then leave-one-out coded exemplars); 0 disables it")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--probes", action="store_true", help="also report a cosine k-NN (k=10) and a logistic-"
                    "regression probe trained on all train features, for comparison")
@@ -71,7 +72,9 @@ def register(sub) -> None:
     p = cmds.add_parser("evaluate", help="decode the test split with a saved dictionary", formatter_class=HELP_FMT)
     add_data_args(p); _add_backbone_args(p); _add_lca_args(p); add_device_arg(p); add_json_arg(p, "results/lca-eval.json")
     p.add_argument("--dictionary", required=True)
-    p.add_argument("--shallow-train-size", type=int, default=5000)
+    p.add_argument("--shallow-train-size", type=arg_non_negative_int, default=5000)
+    p.add_argument("--allow-test-atoms", action="store_true", help="evaluate even though the dictionary holds "
+                   "atoms taken from the evaluated split (the report then says so in its first lines)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--probes", action="store_true", help="also report k-NN and logistic-regression probes")
@@ -87,7 +90,7 @@ def register(sub) -> None:
     p = cmds.add_parser("add", help="add exemplars (and new classes) to a saved dictionary", formatter_class=HELP_FMT)
     p.add_argument("--dictionary", required=True)
     p.add_argument("--features", required=True, help="folder of extracted features to add (a cache split folder)")
-    p.add_argument("--count", type=int, default=None, help="add a seeded random subset of this many")
+    p.add_argument("--count", type=arg_positive_int, default=None, help="add a seeded random subset of this many")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_add)
@@ -143,7 +146,7 @@ def _dictionary_from(args, train):
     from spikevit.lca.dictionary import Dictionary
     return Dictionary.from_features(train.features, train.labels, args.dictionary_size, selection=args.selection,
                                     seed=args.seed, backbone=train.backbone, dataset=args.dataset,
-                                    class_names=train.meta.get("classes", []))
+                                    class_names=train.meta.get("classes", []), split="train", index=train.index)
 
 
 def cmd_fit(args):
@@ -156,7 +159,8 @@ def _evaluate_and_report(args, dictionary, train, test):
     from spikevit.lca.pipeline import evaluate, write_evaluation
 
     result = evaluate(dictionary, test, train, **_lca_kwargs(args), batch_size=args.encode_batch,
-                      device=args.device, shallow_train_size=args.shallow_train_size, seed=args.seed)
+                      device=args.device, shallow_train_size=args.shallow_train_size, seed=args.seed,
+                      allow_test_atoms=getattr(args, "allow_test_atoms", False))
     if getattr(args, "probes", False):
         from spikevit.lca.baselines import knn_probe, logistic_probe
         from spikevit.runtime import pick_device
@@ -183,9 +187,11 @@ def cmd_run(args):
 
 def cmd_evaluate(args):
     from spikevit.lca.dictionary import Dictionary
+    from spikevit.lca.pipeline import check_evaluation_split
     d = Dictionary.load(args.dictionary)
     test = _features(args, "test")
     d.check_features(test.features, test.backbone)
+    check_evaluation_split(d, test, args.allow_test_atoms)      # before any encoding
     train = _features(args, "train") if args.shallow_train_size or args.probes else None
     _evaluate_and_report(args, d, train, test)
 
@@ -218,9 +224,12 @@ def cmd_add(args):
     fs = load_features(args.features)
     d.check_features(fs.features, fs.backbone)
     rows = subset_indices(fs.features.shape[0], args.count, args.seed)
-    new = d.add(fs.features[rows], fs.labels[rows], fs.index[rows], class_names=fs.meta.get("classes") or None)
-    new.save(args.out)
-    print(f"dictionary: {d.size} + {rows.numel()} = {new.size} atoms, {new.num_classes} classes -> {args.out}")
+    before = d.size
+    d.add(fs.features[rows], fs.labels[rows], fs.index[rows], class_names=fs.meta.get("classes") or None,
+          dataset=fs.meta.get("dataset"), split=fs.meta.get("split"))
+    d.save(args.out)
+    print(f"dictionary: {before} + {rows.numel()} = {d.size} atoms, {d.num_classes} classes -> {args.out} "
+          f"(added from the {fs.meta.get('dataset')} {fs.meta.get('split')} split)")
 
 
 def cmd_backbones(args):

@@ -23,6 +23,9 @@ def max_sum(codes: torch.Tensor, atom_labels: torch.Tensor, num_classes: int) ->
     return class_sums(codes, atom_labels, num_classes).argmax(1)
 
 
+DENSE_LIMIT = 1 << 28      # codes up to this many entries (1 GiB of float32) are densified for mini-batch training
+
+
 class ShallowDecoder(nn.Module):
     """One linear layer on codes, trained with cross-entropy (D-SELD's shallow NN).
 
@@ -43,14 +46,30 @@ class ShallowDecoder(nn.Module):
             return torch.sparse.mm(x, self.linear.weight.T) + self.linear.bias
         return self.linear(x)
 
-    def fit(self, codes: torch.Tensor, labels: torch.Tensor, max_iter: int = 200) -> "ShallowDecoder":
+    def fit(self, codes: torch.Tensor, labels: torch.Tensor, max_iter: int = 200, *, method: str = "lbfgs",
+            epochs: int = 20, batch_size: int = 256, lr: float = 1e-3, seed: int = 0) -> "ShallowDecoder":
+        """Fit on (P, M) codes (dense or sparse COO) and (P,) labels.
+
+        ``method="lbfgs"``: full batch, ``max_iter`` L-BFGS iterations (suits a few thousand codes).
+        ``method="adam"``: mini-batches of ``batch_size`` shuffled codes, ``epochs`` passes of Adam
+        at learning rate ``lr`` (the paper's training on the codes of a whole training set).
+        """
         if codes.shape[0] != labels.shape[0] or codes.shape[0] == 0:
             raise SpikevitError("shallow decoder needs one label per training code (and at least one code)")
+        if method not in ("lbfgs", "adam"):
+            raise SpikevitError(f"unknown shallow decoder training method {method!r}; choose 'lbfgs' or 'adam'")
         values = codes.coalesce().values() if codes.is_sparse else codes[codes != 0]
         self.scale.fill_(float(values.abs().mean()) if values.numel() else 1.0)
+        labels = labels.to(self.linear.weight.device)
+        self.train()
+        if method == "adam":
+            if codes.is_sparse:      # dense rows slice fast; sparse COO index_select is O(nnz) per batch
+                codes = codes.to_dense() if codes.numel() <= DENSE_LIMIT else codes.coalesce()
+            self._fit_minibatch(codes, labels, epochs, batch_size, lr, seed)
+            self.eval()
+            return self
         opt = torch.optim.LBFGS(self.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
                                 line_search_fn="strong_wolfe", tolerance_grad=1e-6)
-        labels = labels.to(self.linear.weight.device)
 
         def closure():
             opt.zero_grad()
@@ -59,10 +78,26 @@ class ShallowDecoder(nn.Module):
             loss.backward()
             return loss
 
-        self.train()
         opt.step(closure)
         self.eval()
         return self
+
+    def _fit_minibatch(self, codes, labels, epochs: int, batch_size: int, lr: float, seed: int) -> None:
+        opt = torch.optim.Adam(self.parameters(), lr=lr)
+        gen = torch.Generator().manual_seed(seed)
+        p = codes.shape[0]
+        self.history = []
+        for _ in range(epochs):
+            total = 0.0
+            for rows in torch.randperm(p, generator=gen).split(batch_size):
+                x = codes.index_select(0, rows.to(codes.device))
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(self(x), labels[rows.to(labels.device)])
+                loss = loss + 0.5 * self.weight_decay * self.linear.weight.pow(2).sum()
+                loss.backward()
+                opt.step()
+                total += float(loss) * rows.numel()
+            self.history.append(total / p)
 
     @torch.no_grad()
     def predict(self, codes: torch.Tensor) -> torch.Tensor:

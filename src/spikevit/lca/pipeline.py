@@ -11,7 +11,8 @@ from spikevit.data.features import FeatureSet
 from spikevit.energy import lca_workload
 from spikevit.lca.decoders import ShallowDecoder, class_sums, max_activation
 from spikevit.lca.dictionary import Dictionary
-from spikevit.lca.encode import encode_batches
+from spikevit.errors import SpikevitError
+from spikevit.lca.encode import choose_backend, encode_batches
 from spikevit.reports import write_report
 from spikevit.runtime import pick_device, synchronize
 
@@ -33,7 +34,10 @@ class Evaluation:
         t = ", ".join(f"{k} {v:.3g} ms" for k, v in self.timing_ms.items())
         if self.probes:
             acc += "; probes: " + ", ".join(f"{k} {v:.2f}%" for k, v in self.probes.items())
-        return (f"top-1: {acc}\nM_hat = {self.m_hat:.1f} active neurons/step "
+        warn = self.info.get("test_atoms_in_dictionary", 0)
+        head = (f"WARNING: {warn} dictionary atom(s) come from the evaluated {self.info.get('test_split')} split "
+                "(--allow-test-atoms): the accuracy below is not a test accuracy\n") if warn else ""
+        return (f"{head}top-1: {acc}\nM_hat = {self.m_hat:.1f} active neurons/step "
                 f"({100 * self.m_hat / self.info['M']:.3f}% of M = {self.info['M']}); per sample: {t}")
 
 
@@ -57,20 +61,41 @@ def _shallow_rows(dictionary: Dictionary, train: FeatureSet, count: int, seed: i
     return rows, atom_of_row[rows]
 
 
+def check_evaluation_split(dictionary: Dictionary, test: FeatureSet, allow_test_atoms: bool = False) -> int:
+    """Refuse a test split that contributed atoms (see :meth:`Dictionary.check_disjoint`); return their count."""
+    dataset = test.meta.get("dataset", dictionary.meta.get("dataset"))
+    split = test.meta.get("split")
+    if split is None:
+        return 0
+    return dictionary.check_disjoint(dataset, split, allow=allow_test_atoms)
+
+
 def evaluate(dictionary: Dictionary, test: FeatureSet, train: FeatureSet | None = None, *, lam=2.0, tau=100.0,
              steps=100, rectify=True, threshold="soft", backend="auto", batch_size=256, device=None,
-             shallow_train_size=5000, seed=0, extra_shallow: dict | None = None) -> Evaluation:
+             shallow_train_size=5000, seed=0, extra_shallow: dict | None = None,
+             allow_test_atoms: bool = False, shallow_fit: dict | None = None) -> Evaluation:
     """Encode ``test`` with the dictionary and decode it three ways.
 
     ``extra_shallow`` optionally maps accuracy keys to factories
     ``f(num_atoms, num_classes, atom_labels) -> decoder`` (``fit(codes, labels)``
     / ``predict(codes)``), fitted on the same training codes as the shallow NN.
+    A test split that contributed atoms is refused unless ``allow_test_atoms``
+    (then ``info["test_atoms_in_dictionary"]`` counts them).  ``shallow_fit``:
+    keyword arguments of :meth:`ShallowDecoder.fit` (e.g. mini-batch training).
     """
     dev = pick_device(device)
     dictionary.check_features(test.features, test.backbone)
+    dictionary.check_labels()
+    dictionary.check_atoms(unit_norm=False)
+    if shallow_train_size is not None and (isinstance(shallow_train_size, bool) or int(shallow_train_size) < 0):
+        raise SpikevitError(f"shallow_train_size must be a non-negative number of training codes, "
+                            f"got {shallow_train_size}")
+    leaked = check_evaluation_split(dictionary, test, allow_test_atoms)
     atoms, atom_labels = dictionary.atoms.to(dev), dictionary.labels.to(dev)
     C = max(dictionary.num_classes, int(test.labels.max()) + 1)
     kw = dict(lam=lam, tau=tau, steps=steps, rectify=rectify, threshold=threshold, backend=backend)
+    if (backend if backend != "auto" else choose_backend(*atoms.shape, dev)) == "gramian":
+        kw["gram"] = dictionary.gramian().to(dev)        # kept and extended as atoms are added
 
     preds = {"max_activation": [], "max_sum": []}
     act_sum = torch.zeros(steps, dtype=torch.float64)
@@ -97,13 +122,19 @@ def evaluate(dictionary: Dictionary, test: FeatureSet, train: FeatureSet | None 
     n = test.features.shape[0]
     acc = {k: 100.0 * float((torch.cat(v) == test.labels).double().mean()) for k, v in preds.items()}
     info = {"M": dictionary.size, "N": dictionary.feature_dim, "test_samples": n, "classes": C,
-            "backbone": dictionary.meta.get("backbone"), "dataset": dictionary.meta.get("dataset")}
+            "backbone": dictionary.meta.get("backbone"), "dataset": dictionary.meta.get("dataset"),
+            "test_atoms_in_dictionary": leaked, "test_split": test.meta.get("split"), "provenance": dictionary.provenance()}
 
     if train is not None and shallow_train_size:
         rows, excl = _shallow_rows(dictionary, train, shallow_train_size, seed)
+        t0 = time.perf_counter()
         parts = [o.codes.cpu().to_sparse() for _, o in encode_batches(
             atoms, train.features[rows], batch_size=batch_size, device=dev, exclude=excl, **kw)]
-        decoder = ShallowDecoder(dictionary.size, C).fit(torch.cat(parts).coalesce(), train.labels[rows])
+        t1 = time.perf_counter()
+        decoder = ShallowDecoder(dictionary.size, C).fit(torch.cat(parts).coalesce(), train.labels[rows],
+                                                         **(shallow_fit or {}))
+        info.update(shallow_encode_s=t1 - t0, shallow_fit_s=time.perf_counter() - t1,
+                    shallow_method=(shallow_fit or {}).get("method", "lbfgs"))
         test_codes = torch.cat(codes_parts).coalesce()
         t0 = time.perf_counter()
         shallow_pred = decoder.predict(test_codes)
@@ -142,10 +173,15 @@ def write_evaluation(ev: Evaluation, json_path, *, command: str, config: dict, p
                "silent_fraction": ev.silent_fraction, "timing_ms_per_sample": ev.timing_ms,
                "workload": ev.workload, "active_per_step_mean": ev.active_mean, "active_per_step_std": ev.active_std,
                **ev.info}
+    leaked = ev.info.get("test_atoms_in_dictionary", 0)
+    notes = (f"WARNING: {leaked} dictionary atom(s) come from the evaluated split ({ev.info.get('test_split')}); "
+             "run with --allow-test-atoms. These accuracies measure memorisation of those images, not "
+             "generalisation." if leaked else "")
     return write_report(json_path, command, config, results,
                         {"accuracy": acc_rows, "workload": ev.workload, "timing": timing_rows,
                          "active neurons per step": active_rows},
-                        title="Exemplar LCA decoder", figures=figures)
+                        title="Exemplar LCA decoder" + (" (TEST IMAGES IN THE DICTIONARY)" if leaked else ""),
+                        notes=notes, figures=figures)
 
 
 def plot_active_curve(ev: Evaluation, path: Path) -> Path:

@@ -224,10 +224,19 @@ class Partial:
         self.path.unlink(missing_ok=True)
 
 
-def exemplar_dictionary(train: FeatureSet, size: int, seed: int, dataset: str):
-    """A dictionary of ``size`` seeded random training exemplars, or the whole split when it has no more rows."""
+def exemplar_dictionary(train: FeatureSet, size: int, seed: int, dataset: str, *, shrink: bool = False):
+    """A dictionary of ``size`` seeded random training exemplars (the whole split when ``size`` equals its rows).
+
+    Asking for more exemplars than the split holds is an error unless ``shrink`` (the caller then
+    reports the dictionary's real size).  Every atom records (dataset, train split, index in the split).
+    """
     from spikevit.lca.dictionary import Dictionary
 
     total = train.features.shape[0]
-    return Dictionary.from_features(train.features, train.labels, None if size >= total else size, seed=seed,
-                                    backbone=train.backbone, dataset=dataset)
+    if size > total and shrink:
+        size = total
+    if size > total:
+        raise SpikevitError(f"dictionary size M = {size:,} exceeds the {total:,} {dataset} training images available; "
+                            f"set M to at most {total:,} (--set M={total}) to run a smaller dictionary")
+    return Dictionary.from_features(train.features, train.labels, None if size == total else size, seed=seed,
+                                    backbone=train.backbone, dataset=dataset, split="train", index=train.index)

@@ -146,7 +146,7 @@ def run(ctx: Context, p: dict):
                                init="random", rectify=True, seed=p["seed"], device=ctx.device,
                                checkpoint=checkpoint)
     exemplar = Dictionary.from_features(train.features, train.labels, m, seed=p["seed"], backbone="pixels",
-                                        dataset=p["dataset"])
+                                        dataset=p["dataset"], index=train.index)
     phis = {"exemplar": exemplar.atoms, "learned": learned.atoms, "random": rec.random_dictionary(n, m, p["seed"] + 1)}
 
     partial = Partial(ctx, p)
@@ -173,7 +173,8 @@ def run(ctx: Context, p: dict):
         labels = label_atoms(codes, train.labels[label_rows], exemplar.num_classes, learned.atoms,
                              train.features[label_rows])
         d_learned = Dictionary(learned.atoms, labels, torch.full((m,), -1, dtype=torch.long),
-                               {"backbone": "pixels", "dataset": p["dataset"], "num_classes": exemplar.num_classes})
+                               {"backbone": "pixels", "dataset": p["dataset"], "num_classes": exemplar.num_classes,
+                                "split": "train"})                # learned from training images only
         ev_le = evaluate(d_learned, test, train, **kw)
         acc_rows = [{"dictionary": name, "M": d.size, **ev.accuracy, "M_hat": ev.m_hat,
                      "silent_%": 100 * ev.silent_fraction, "atoms_never_used_by_label_codes_%":

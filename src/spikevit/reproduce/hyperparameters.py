@@ -76,7 +76,7 @@ def run(ctx: Context, p: dict):
     ks = sorted({int(k) for k in floats(p["steps"])})
     train = features(ctx, p["dataset"], p["backbone"], "train")
     test = features(ctx, p["dataset"], p["backbone"], "test", limit=p["test_images"])
-    d = exemplar_dictionary(train, p["M"], p["seed"], p["dataset"])
+    d = exemplar_dictionary(train, p["M"], p["seed"], p["dataset"], shrink=True)
     del train
     atoms = d.atoms.double()
     lmax_g = float(torch.linalg.eigvalsh(atoms @ atoms.T)[-1])        # lambda_max(G) = ||phi||_2^2 (N x N form)

@@ -136,7 +136,7 @@ def run(ctx: Context, p: dict):
     for size in sizes:
         done = partial.get(str(size))
         if done is None:
-            d = exemplar_dictionary(train, size, p["seed"], p["dataset"])
+            d = exemplar_dictionary(train, size, p["seed"], p["dataset"], shrink=True)
             ev = evaluate(d, test, train, lam=p["lam"], tau=p["tau"], steps=p["steps"], batch_size=p["batch"],
                           backend=p["backend"],
                           device=ctx.device, shallow_train_size=p["shallow_train_size"], seed=p["seed"],

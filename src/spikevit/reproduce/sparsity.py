@@ -67,7 +67,7 @@ def plot(stats: dict, m: int, title: str, path):
 def run(ctx: Context, p: dict):
     train = features(ctx, p["dataset"], p["backbone"], "train")
     test = features(ctx, p["dataset"], p["backbone"], "test", limit=p["test_images"])
-    d = exemplar_dictionary(train, p["M"], p["seed"], p["dataset"])
+    d = exemplar_dictionary(train, p["M"], p["seed"], p["dataset"], shrink=True)
     del train
     C = max(d.num_classes, int(test.labels.max()) + 1)
     parts, preds = [], {"max_activation": [], "max_sum": []}

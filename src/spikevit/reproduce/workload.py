@@ -114,7 +114,7 @@ def measured_rows(ctx: Context, p: dict) -> tuple[list[dict], list[str]]:
             continue
         m = min(p["M"], train.features.shape[0])
         d = Dictionary.from_features(train.features, train.labels, m, seed=p["seed"], backbone=train.backbone,
-                                     dataset=dataset)
+                                     dataset=dataset, index=train.index)
         del train
         for k in (100, 10):
             ev = evaluate(d, test, None, lam=p["lam"], tau=p["tau"], steps=k, batch_size=p["batch"],
