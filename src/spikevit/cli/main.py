@@ -23,6 +23,7 @@ COMMAND_GROUPS = {
     "convert": "spikevit.cli.convert",
     "reproduce": "spikevit.cli.reproduce",
     "train": "spikevit.cli.train",
+    "profile": "spikevit.cli.profile",
 }
 
 
