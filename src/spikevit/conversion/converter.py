@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,14 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from spikevit.errors import SpikevitError, require
+from spikevit.nn.spike_coding import (
+    SpikeEncoder,
+    SpikingConv,
+    SpikingLinear,
+    spike_linear,
+    spike_matmul_left,
+    spike_matmul_right,
+)
 from spikevit.nn.spiking_softmax import FewSpikeActivation, SpikingSoftmax
 
 _SOFTMAX = {F.softmax, torch.softmax, torch.Tensor.softmax, torch.special.softmax}
@@ -67,6 +75,19 @@ class ExplicitMultiheadAttention(nn.Module):
                 mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight)
         self.in_proj_bias = mha.in_proj_bias
         self.out_proj = mha.out_proj
+        self.in_encoder: nn.Module | None = None        # SpikeEncoder of the input ("all" level)
+
+    def _in_proj_weight(self) -> torch.Tensor:
+        if self.same_dim:
+            return self.in_proj_weight
+        return torch.cat((self.q_proj_weight, self.k_proj_weight, self.v_proj_weight))
+
+    def _qkv(self, x):
+        """Self-attention: one projection of ``x [B, L, E]`` -> q, k, v (spike-coded input if encoded)."""
+        w, b = self._in_proj_weight(), self.in_proj_bias
+        code = self.in_encoder.encode(x) if self.in_encoder is not None else None
+        y = spike_linear(code, w, b) if code is not None else F.linear(x, w, b)
+        return y.chunk(3, dim=-1)
 
     def _proj(self, x, i):
         E = self.embed_dim
@@ -84,9 +105,15 @@ class ExplicitMultiheadAttention(nn.Module):
         B, L, _ = query.shape
         S = key.shape[1]
         H, D = self.num_heads, self.head_dim
-        q = self._proj(query, 0).reshape(B, L, H, D).transpose(1, 2)
-        k = self._proj(key, 1).reshape(B, S, H, D).transpose(1, 2)
-        v = self._proj(value, 2).reshape(B, S, H, D).transpose(1, 2)
+        if query is key and key is value and (self.same_dim or self.in_encoder is not None):
+            q, k, v = self._qkv(query)
+        else:
+            require(self.in_encoder is None, "spike-coded inputs are supported for self-attention only "
+                    "(query is key is value)")
+            q, k, v = (self._proj(t, i) for i, t in enumerate((query, key, value)))
+        q = q.reshape(B, L, H, D).transpose(1, 2)
+        k = k.reshape(B, S, H, D).transpose(1, 2)
+        v = v.reshape(B, S, H, D).transpose(1, 2)
         scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(D))   # [B, H, L, S]
         if is_causal and attn_mask is None:
             attn_mask = torch.ones(L, S, dtype=torch.bool, device=q.device).triu(1)
@@ -143,7 +170,7 @@ def _arg(args, kwargs, i, name, default=None):
 class _AttentionMode(TorchFunctionMode):
     """Inside one attention module's forward: softmax -> owner's softmax, SDPA decomposed, matmuls counted."""
 
-    def __init__(self, owner: "SpikingAttention"):
+    def __init__(self, owner: SpikingAttention):
         super().__init__()
         self.owner = owner
         self.attn_tensors: list[torch.Tensor] = []      # outputs of the softmax (and dropout of them)
@@ -157,11 +184,30 @@ class _AttentionMode(TorchFunctionMode):
         return out
 
     def _matmul(self, func, a, b, args, kwargs):
-        out = func(*args, **kwargs)
-        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() >= 2 and b.dim() >= 2:
-            macs = out.numel() * a.shape[-1]
-            self.owner.record_matmul("av" if self._is_attn(a) else "qk", macs)
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() >= 2 and b.dim() >= 2):
+            return func(*args, **kwargs)
+        kind = "av" if self._is_attn(a) else "qk"
+        out = self._product(kind, a, b) if self.owner.spiking_qkv else func(*args, **kwargs)
+        self.owner.record_matmul(kind, out.numel() * a.shape[-1])
         return out
+
+    def _product(self, kind: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The attention products with Q, K, V out of spiking neurons (``spiking`` >= "attention").
+
+        ``qk``: ``a = Q [*, L, D]`` (spikes), ``b = K^T [*, D, S]`` (K's neurons' decoded value, held as the
+        synaptic operand);  ``av``: ``a = A [*, L, S]`` (spiking softmax), ``b = V [*, S, D]`` (spikes).
+        """
+        enc = self.owner.encoders
+        if kind == "qk":
+            k = b.transpose(-2, -1)
+            k_code = enc["k"].encode(k)
+            k_hat = k if k_code is None else k_code.decode()
+            q = enc["q"].encode(a)
+            if q is None:                                  # calibrating
+                return torch.matmul(a, k_hat.transpose(-2, -1))
+            return spike_matmul_left(q, k_hat.transpose(-2, -1))
+        v = enc["v"].encode(b)
+        return torch.matmul(a, b) if v is None else spike_matmul_right(a, v)
 
     def _sdpa(self, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
         L, S = q.shape[-2], k.shape[-2]
@@ -169,7 +215,8 @@ class _AttentionMode(TorchFunctionMode):
             rep = q.shape[-3] // k.shape[-3]
             k, v = k.repeat_interleave(rep, -3), v.repeat_interleave(rep, -3)
         scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-        scores = torch.matmul(q, k.transpose(-2, -1)) * scale
+        kt = k.transpose(-2, -1)
+        scores = (self._product("qk", q, kt) if self.owner.spiking_qkv else torch.matmul(q, kt)) * scale
         self.owner.record_matmul("qk", scores.numel() * q.shape[-1])
         if is_causal:
             causal = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
@@ -179,7 +226,7 @@ class _AttentionMode(TorchFunctionMode):
         attn = self.owner.apply_softmax(scores, -1)
         if dropout_p > 0:
             attn = F.dropout(attn, dropout_p)
-        out = torch.matmul(attn, v)
+        out = self._product("av", attn, v) if self.owner.spiking_qkv else torch.matmul(attn, v)
         self.owner.record_matmul("av", out.numel() * attn.shape[-1])
         return out
 
@@ -204,17 +251,23 @@ class SpikingAttention(nn.Module):
     attention products; the spiking softmax keeps its own spike counts.
     """
 
-    def __init__(self, inner: nn.Module, spiking_softmax: SpikingSoftmax | None, index: int):
+    def __init__(self, inner: nn.Module, spiking_softmax: SpikingSoftmax | None, index: int,
+                 encoders: nn.ModuleDict | None = None):
         super().__init__()
         self.inner = inner
         self.spiking_softmax = spiking_softmax
         self.index = index
+        self.encoders = encoders          # {"q", "k", "v"}: SpikeEncoder (spiking >= "attention"), else None
         self.macs = {"qk": 0, "av": 0}
         self.softmax_calls = 0
 
     @property
     def converted(self) -> bool:
         return self.spiking_softmax is not None
+
+    @property
+    def spiking_qkv(self) -> bool:
+        return self.encoders is not None
 
     def apply_softmax(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         self.softmax_calls += 1
@@ -234,7 +287,7 @@ class SpikingAttention(nn.Module):
             return self.inner(*args, **kwargs)
 
     def extra_repr(self) -> str:
-        return f"index={self.index}, converted={self.converted}"
+        return f"index={self.index}, converted={self.converted}, spiking_qkv={self.spiking_qkv}"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -314,28 +367,66 @@ def _parse_activations(activations) -> list[str]:
     return list(activations)
 
 
-def convert(model: nn.Module, *, steps: int = 12, blocks: int | Iterable[int] | None = None,
-            squeeze: str | None = None, activations: str | Iterable[str] | None = (),
-            activation_steps: int | None = None, norm_steps: int | None = None, inplace: bool = False,
-            softmax_params: dict | None = None) -> nn.Module:
-    """SIT-convert ``model``: the softmax of the selected attention blocks becomes a spiking softmax.
+LEVELS = ("softmax", "attention", "all")
+DEFAULT_CODING = "rate"
+
+
+def convert(model: nn.Module, steps: int = 12, *, spiking: str = "softmax", calibration=None,
+            coding: str = DEFAULT_CODING, coding_steps: int | None = None, calibration_batches: int = 8,
+            blocks: int | Iterable[int] | None = None, squeeze: str | None = None,
+            activations: str | Iterable[str] | None = (), activation_steps: int | None = None,
+            norm_steps: int | None = None, inplace: bool = False, softmax_params: dict | None = None) -> nn.Module:
+    """SIT-convert ``model``: the selected attention blocks compute with spiking neurons.
 
     Args:
-        steps: K of the SI-exp neurons (shipped: 4..16).
+        steps: K of the SI-exp neurons (shipped: 4..16); also the default time steps of the other neurons.
+        spiking: how much of each converted block spikes:
+
+            * ``"softmax"``: the softmax becomes the spiking softmax (SI-exp + SI-norm); the rest is analog.
+            * ``"attention"``: in addition Q, K and V come out of spiking neurons (``coding``), so ``Q K^T``
+              has a spike operand (Q's spikes; K's neurons' decoded value is the other operand) and ``A V``
+              has V's spikes as operand.
+            * ``"all"``: in addition every linear layer and convolution inside the converted block (the
+              parent module of the attention, e.g. a transformer block with its MLP) receives spike-coded
+              input, and its GELU / SiLU / sigmoid activations become few-spike neurons whose spikes feed the
+              next layer directly.
+        calibration: model inputs (a tensor ``[B, *]``) or a DataLoader (first ``calibration_batches``
+            batches of ``(x, y)`` or ``x``) used to set the neurons' thresholds (per channel, clipping
+            chosen by the coding error).  Required for ``"attention"`` and ``"all"``.
+        coding: neurons that code analog values: ``"rate"`` (signed integrate-and-fire pairs, spike counts
+            over ``coding_steps`` steps, MST-style) or ``"fewspike"`` (binary-weighted few-spike identity
+            neurons: the SI-exp machinery with exact identity parameters, ``coding_steps`` = K).
+        coding_steps: T (rate) or K (few-spike) of those neurons; default ``steps``.
         blocks: ``None`` (all attention blocks), a count ``n`` (the first n, in module order) or a list
-            of block indices; the other blocks keep the exact softmax (``blocks=0`` is the ANN).
+            of block indices; the other blocks stay exact (``blocks=0`` is the ANN).
         squeeze: ``None``, ``"sigmoid"`` (paper: logits into (0, 1), fine-tune afterwards) or ``"tanh"``.
         activations: elementwise activation modules to replace, inside the converted blocks, by fitted
-            few-spike neurons: names among ``gelu``, ``silu``, ``sigmoid``, or ``"all"``.
+            few-spike neurons: names among ``gelu``, ``silu``, ``sigmoid``, or ``"all"`` (``"all"`` is
+            implied by ``spiking="all"``).
         activation_steps: K of those neurons (default ``steps``).
         norm_steps: SI-norm time steps (``None``: the paper's real-valued fast form).
         inplace: modify ``model`` itself instead of a deep copy.
 
-    Returns the converted model (eval mode unchanged).  Raises :class:`SpikevitError` if the model has
-    no attention that can be converted.
+    Returns the converted model (eval mode unchanged).  Raises :class:`SpikevitError` for an unknown level
+    or coding, a missing / non-finite / ill-shaped calibration, or a model without convertible attention.
     """
     require(isinstance(model, nn.Module), f"convert() needs an nn.Module, got {type(model).__name__}")
+    require(isinstance(spiking, str) and spiking in LEVELS,
+            f"spiking={spiking!r}: choose from {list(LEVELS)}")
+    require(isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1,
+            f"steps must be an integer >= 1, got {steps!r}")
+    require(coding in ("rate", "fewspike"), f"coding={coding!r}: choose from ['rate', 'fewspike']")
+    coding_steps = steps if coding_steps is None else coding_steps
+    require(isinstance(coding_steps, int) and coding_steps >= 1,
+            f"coding_steps must be an integer >= 1, got {coding_steps!r}")
     acts = _parse_activations(activations)
+    if spiking == "all":
+        acts = list(ACTIVATIONS)
+    batches = None
+    if spiking != "softmax":
+        require(calibration is not None, f"spiking={spiking!r} needs calibration= (a tensor of model inputs or a "
+                "DataLoader) to set the spiking neurons' thresholds")
+        batches = _calibration_batches(calibration, calibration_batches)
     net = model if inplace else copy.deepcopy(model)
     found = find_attention(net)
     if not found:
@@ -344,34 +435,127 @@ def convert(model: nn.Module, *, steps: int = 12, blocks: int | Iterable[int] | 
             "whose forward calls softmax or F.scaled_dot_product_attention, e.g. torchvision/timm ViT, DeiT, "
             "EdgeNeXt, spikevit's vit-cifar-* models)")
     selected = _select_blocks(len(found), blocks)
+    p = next(net.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
     for i, (name, mod) in enumerate(found):
         inner = mod.inner if isinstance(mod, SpikingAttention) else mod
         if isinstance(inner, nn.MultiheadAttention):
             inner = explicit_mha(inner)
-        ss = None
+        ss, encoders = None, None
         if i in selected:
-            ss = SpikingSoftmax(steps, dim=-1, squeeze=squeeze, norm_steps=norm_steps, params=softmax_params)
-            p = next(net.parameters(), None)
-            if p is not None:
-                ss = ss.to(p.device)
-        _set_child(net, name, SpikingAttention(inner, ss, i))
-        if i in selected and acts:
+            ss = SpikingSoftmax(steps, dim=-1, squeeze=squeeze, norm_steps=norm_steps,
+                                params=softmax_params).to(device)
+            if spiking != "softmax":
+                encoders = nn.ModuleDict({r: SpikeEncoder(coding, coding_steps, -1, f"{name}.{r}")
+                                          for r in ("q", "k", "v")}).to(device)
+        _set_child(net, name, SpikingAttention(inner, ss, i, encoders))
+        if i in selected:
             parent_name = name.rpartition(".")[0]
             parent = net.get_submodule(parent_name) if parent_name else net
-            _convert_activations(parent, acts, activation_steps or steps)
-    net.sit_conversion = {"steps": steps, "blocks": sorted(selected), "attention_blocks": len(found),
-                          "squeeze": squeeze, "activations": acts, "norm_steps": norm_steps}
+            if acts:
+                _convert_activations(parent, acts, activation_steps or steps, hand_over=spiking == "all")
+            if spiking == "all":
+                _spike_code_layers(parent, coding, coding_steps, parent_name, device)
+    net.sit_conversion = {"steps": steps, "spiking": spiking, "coding": coding if spiking != "softmax" else None,
+                          "coding_steps": coding_steps if spiking != "softmax" else None,
+                          "blocks": sorted(selected), "attention_blocks": len(found), "squeeze": squeeze,
+                          "activations": acts, "norm_steps": norm_steps,
+                          "block_names": [found[i][0].rpartition(".")[0] for i in sorted(selected)]}
+    if batches is not None:
+        calibrate(net, batches)
     return net
 
 
-def _convert_activations(root: nn.Module, acts: list[str], steps: int) -> int:
+def _spike_code_layers(root: nn.Module, coding: str, steps: int, prefix: str, device) -> int:
+    """Every Linear / Conv (and explicit MHA input projection) under ``root`` gets spike-coded input."""
     n = 0
+    for name, mod in list(root.named_modules()):
+        if not name:
+            continue
+        label = f"{prefix}.{name}" if prefix else name
+        if isinstance(mod, ExplicitMultiheadAttention) and mod.in_encoder is None:
+            mod.in_encoder = SpikeEncoder(coding, steps, -1, f"{label}.in_proj").to(device)
+            n += 1
+        elif isinstance(mod, nn.Linear):
+            _set_child(root, name, SpikingLinear(mod, SpikeEncoder(coding, steps, -1, label).to(device)))
+            n += 1
+        elif isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            _set_child(root, name, SpikingConv(mod, SpikeEncoder(coding, steps, 1, label).to(device)))
+            n += 1
+    return n
+
+
+def _calibration_batches(calibration, max_batches: int) -> list[torch.Tensor]:
+    """Model inputs for calibration: a tensor ``[B, *]`` or the inputs of a DataLoader's first batches."""
+    require(isinstance(max_batches, int) and max_batches >= 1,
+            f"calibration_batches must be an integer >= 1, got {max_batches!r}")
+    if isinstance(calibration, torch.Tensor):
+        batches = [calibration]
+    else:
+        try:
+            it = iter(calibration)
+        except TypeError:
+            raise SpikevitError(f"calibration must be a tensor of model inputs or a DataLoader, got "
+                                f"{type(calibration).__name__}") from None
+        batches = []
+        for item in it:
+            x = item[0] if isinstance(item, (tuple, list)) else item
+            require(isinstance(x, torch.Tensor), f"calibration batches must hold tensors, got {type(x).__name__}")
+            batches.append(x)
+            if len(batches) >= max_batches:
+                break
+    for x in batches:
+        require(x.is_floating_point() and x.dim() >= 2 and x.shape[0] >= 1,
+                f"calibration inputs must be a float tensor [B, ...] with B >= 1, got {x.dtype} {tuple(x.shape)}")
+        require(bool(torch.isfinite(x).all()), f"calibration inputs {tuple(x.shape)} hold NaN or infinite values")
+    require(bool(batches), "calibration holds no batches")
+    return batches
+
+
+@torch.no_grad()
+def calibrate(net: nn.Module, batches: list[torch.Tensor]) -> None:
+    """Run ``net`` on the calibration inputs with every :class:`SpikeEncoder` passing values through and
+    recording their range; then set each encoder's per-channel thresholds."""
+    encoders = [m for m in net.modules() if isinstance(m, SpikeEncoder)]
+    p = next(net.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
+    was = net.training
+    net.eval()
+    for e in encoders:
+        e.calibrating = True
+    try:
+        for x in batches:
+            try:
+                net(x.to(device))
+            except SpikevitError as exc:
+                raise SpikevitError(f"calibration inputs of shape {tuple(x.shape)} do not fit the model: {exc}") from None
+            except (RuntimeError, ValueError, IndexError) as exc:
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise SpikevitError(f"calibration inputs of shape {tuple(x.shape)} do not fit the model: {msg}") from None
+    finally:
+        for e in encoders:
+            e.calibrating = False
+        net.train(was)
+    for e in encoders:
+        if e._amax is not None:
+            e.finish_calibration()
+    for m in net.modules():           # layers fed by a few-spike activation's own spikes need no encoder
+        if isinstance(m, (SpikingLinear, SpikingConv)) and m.encoder is not None and not m.encoder.calibrated:
+            m.encoder = None
+
+
+def _convert_activations(root: nn.Module, acts: list[str], steps: int, hand_over: bool = False) -> int:
+    n = 0
+    p = next(root.parameters(), None)
     for name, mod in list(root.named_modules()):
         for act in acts:
             if type(mod) is ACTIVATIONS[act] and name:
                 if act == "gelu" and getattr(mod, "approximate", "none") != "none":
                     continue
                 fs = FewSpikeActivation(act, steps)
+                fs.hand_over_spikes = hand_over
+                if p is not None:
+                    fs = fs.to(p.device)
                 _set_child(root, name, fs)
                 n += 1
     return n

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from spikevit.errors import SpikevitError, require
-from spikevit.functional.fewspike import fs_neuron_with_count, si_norm_fast
+from spikevit.functional.fewspike import fs_neuron_with_count, fs_spikes, si_norm_fast
+from spikevit.nn.spike_coding import SpikeCode
 
 SQUEEZES = {"sigmoid": torch.sigmoid, "tanh": torch.tanh}
 
@@ -85,6 +86,9 @@ class FewSpikeActivation(nn.Module):
     """Elementwise activation (GELU, SiLU, sigmoid, exp) computed by a fitted K-step few-spike neuron.
 
     Inputs outside the fitting domain saturate (the neuron's output is bounded).  ``[*]`` -> ``[*]``.
+    With ``hand_over_spikes = True`` the output tensor carries its spike train (``out._spike_code``, a
+    :class:`~spikevit.nn.spike_coding.SpikeCode` of ``[K, *]`` binary spikes with weights ``d``) so that
+    the next linear layer or convolution computes on the spikes themselves.
     """
 
     def __init__(self, function: str, steps: int = 12, params: dict | None = None):
@@ -99,12 +103,21 @@ class FewSpikeActivation(nn.Module):
             self.register_buffer(name, torch.as_tensor(params[name], dtype=torch.float32).clone())
         self.last_spikes = 0.0
         self.last_neurons = 0
+        self.hand_over_spikes = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, count = fs_neuron_with_count(x.float(), self.T, self.h, self.d)
-        self.last_spikes = float(count.sum())
+        if self.hand_over_spikes:
+            z = fs_spikes(x.float(), self.T, self.h)                       # [K, *] binary
+            code = SpikeCode(z, self.d, None, -1)
+            out = code.decode().to(x.dtype)
+            out._spike_code = code           # a following SpikingLinear / SpikingConv consumes the spikes
+            self.last_spikes = float(z.sum())
+        else:
+            out, count = fs_neuron_with_count(x.float(), self.T, self.h, self.d)
+            out = out.to(x.dtype)
+            self.last_spikes = float(count.sum())
         self.last_neurons = x.numel()
-        return out.to(x.dtype)
+        return out
 
     def extra_repr(self) -> str:
         return f"function={self.function}, steps={self.steps}, domain={self.domain}"
