@@ -1,0 +1,146 @@
+"""Every bad input a user can give: exit code 2, one line naming the problem, no traceback, inputs untouched.
+
+Each case is a command line (``{name}`` fields are filled from the fixtures below) and a piece of the
+message it must print.  The files a case names are hashed before and after the run.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from spikevit.cli.main import main
+
+TRAIN = ["train", "--model", "vit-cifar-micro", "--dataset", "digits", "--img-size", "8", "--epochs", "1"]
+DTS = ["dts", "train", "--arch", "spikformer-1-64", "--dataset", "digits", "--img-size", "8", "--epochs", "1"]
+LCA_RUN = ["lca", "run", "--dataset", "digits", "--cache", "{cache}", "--no-plots"]
+
+CASES = {
+    # outputs: never an input, never a folder / unwritable place, checked before any work
+    "encode --out is the dictionary": (["lca", "encode", "--dataset", "digits", "--cache", "{cache}",
+                                        "--dictionary", "{dictionary}", "--out", "{dictionary}"],
+                                       "--out: {dictionary} is also an input"),
+    "--json names a folder": ([*LCA_RUN, "--json", "{tmp}"], "--json: {tmp} is a folder"),
+    "--json in an unwritable place": ([*LCA_RUN, "--json", "/proc/spikevit/r.json"], "--json: cannot write"),
+    "train --out is an existing file": ([*TRAIN, "--out", "{plain_file}"], "--out: {plain_file} exists and is not"),
+    "dts train --out is an existing file": ([*DTS, "--out", "{plain_file}"], "--out: {plain_file} exists and is not"),
+    "--dictionary missing": (["lca", "evaluate", "--dataset", "digits", "--cache", "{cache}", "--dictionary",
+                              "{tmp}/nope.safetensors"], "--dictionary: file not found"),
+    # LCA options
+    "--steps 0": ([*LCA_RUN, "--steps", "0"], "argument --steps: must be an integer >= 1, got 0"),
+    "--steps -3": ([*LCA_RUN, "--steps", "-3"], "argument --steps: must be an integer >= 1, got -3"),
+    "--steps 2.5": ([*LCA_RUN, "--steps", "2.5"], "argument --steps: must be an integer >= 1"),
+    "--tau inf": ([*LCA_RUN, "--tau", "inf"], "argument --tau: must be a finite number"),
+    "--tau 1e308": ([*LCA_RUN, "--tau", "1e308"], "1 - 1/tau rounds to 1"),
+    "--tau 0.5": ([*LCA_RUN, "--tau", "0.5"], "argument --tau: must be >= 1"),
+    "--lam nan": ([*LCA_RUN, "--lam", "nan"], "argument --lam: must be a finite number"),
+    "--encode-batch 0": ([*LCA_RUN, "--encode-batch", "0"], "argument --encode-batch: must be an integer >= 1"),
+    "lca --batch-size 0": ([*LCA_RUN, "--batch-size", "0"], "argument --batch-size: must be an integer >= 1"),
+    "lca --workers -1": ([*LCA_RUN, "--workers", "-1"], "argument --workers: must be an integer >= 0"),
+    "lca --device banana": ([*LCA_RUN, "--device", "banana"], "argument --device: unknown device 'banana'"),
+    "lca --image-size -4": ([*LCA_RUN, "--image-size", "-4"], "argument --image-size: must be an integer >= 1"),
+    "lca --dictionary-size 0": ([*LCA_RUN, "--dictionary-size", "0"], "argument --dictionary-size: must be"),
+    # training options
+    "train --batch-size 0": ([*TRAIN, "--batch-size", "0", "--out", "{tmp}/r"], "argument --batch-size: must be"),
+    "train --epochs 0": ([*TRAIN, "--epochs", "0", "--out", "{tmp}/r"], "argument --epochs: must be"),
+    "train --lr nan": ([*TRAIN, "--lr", "nan", "--out", "{tmp}/r"], "argument --lr: must be a finite number"),
+    "train --workers -1": ([*TRAIN, "--workers", "-1", "--out", "{tmp}/r"], "argument --workers: must be"),
+    "train --img-size -4": ([*TRAIN, "--img-size", "-4", "--out", "{tmp}/r"], "argument --img-size: must be"),
+    "train --device banana": ([*TRAIN, "--device", "banana", "--out", "{tmp}/r"], "unknown device 'banana'"),
+    "train --label-smoothing 2": ([*TRAIN, "--label-smoothing", "2", "--out", "{tmp}/r"], "must be <= 1"),
+    "train unknown model": (["train", "--model", "no-such-model", "--dataset", "digits", "--out", "{tmp}/r"],
+                            "unknown model 'no-such-model'"),
+    "dts train --batch-size 0": ([*DTS, "--batch-size", "0", "--out", "{tmp}/r"], "argument --batch-size: must be"),
+    # unreadable images in an image folder
+    "zero-byte image": (["lca", "run", "--dataset", "mnist", "--data-root", "{images_empty}", "--cache", "{cache}",
+                         "--no-plots", "--json", "{tmp}/r.json"], "unreadable image {images_empty}/mnist/test/3/"),
+    "truncated image": (["lca", "run", "--dataset", "mnist", "--data-root", "{images_truncated}", "--cache",
+                         "{cache}", "--no-plots", "--json", "{tmp}/r.json"],
+                        "unreadable image {images_truncated}/mnist/test/4/"),
+    "text file named .png": (["train", "--model", "vit-cifar-micro", "--dataset", "mnist", "--data-root",
+                              "{images_text}", "--epochs", "1", "--out", "{tmp}/r"],
+                             "unreadable image {images_text}/mnist/train/5/"),
+}
+
+
+def _hashes(paths) -> dict:
+    return {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths if Path(p).is_file()}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, data_slices) -> dict:
+    root = tmp_path_factory.mktemp("bad")
+    cache = root / "cache"
+    dictionary = root / "d.safetensors"
+    assert main(["lca", "fit", "--dataset", "digits", "--cache", str(cache), "--dictionary-size", "40",
+                 "--out", str(dictionary)]) == 0
+    plain = root / "plain.txt"
+    plain.write_text("not a folder\n")
+    out = {"cache": str(cache), "dictionary": str(dictionary), "plain_file": str(plain)}
+    # copies of a real MNIST slice, one broken file each: empty, truncated, text under an image name
+    for kind, split, cls in (("empty", "test", "3"), ("truncated", "test", "4"), ("text", "train", "5")):
+        tree = root / f"images_{kind}"
+        shutil.copytree(data_slices / "mnist", tree / "mnist")
+        victim = sorted((tree / "mnist" / split / cls).iterdir())[0]
+        data = victim.read_bytes()
+        victim.write_bytes(b"" if kind == "empty" else data[: len(data) // 3] if kind == "truncated"
+                           else b"hello, I am not a picture\n")
+        out[f"images_{kind}"] = str(tree)
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_exit_2_one_line_no_traceback_inputs_unchanged(name, files, tmp_path, capsys):
+    argv_template, needle_template = CASES[name]
+    fields = {**files, "tmp": str(tmp_path)}
+    argv = [a.format(**fields) for a in argv_template]
+    watched = [a for a in argv if Path(a).is_file()] + [files["dictionary"], files["plain_file"]]
+    before = _hashes(watched)
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and "img/s]" not in line and "it/s]" not in line]
+    assert code == 2, (name, err)
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("spikevit"), lines[0]
+    assert needle_template.format(**fields) in lines[0], lines[0]
+    assert _hashes(watched) == before
+    assert not list(tmp_path.rglob("*.tmp"))          # nothing half-written left behind
+
+
+# ---- the same checks for library calls: a SpikevitError (a ValueError) naming the argument -----------------
+def _encode(**kw):
+    import torch
+
+    from spikevit.lca import encode
+    return encode(torch.randn(6, 4), torch.randn(3, 6), **kw)
+
+
+def _estimator(**kw):
+    import numpy as np
+
+    from spikevit.lca.estimator import ExemplarLCAClassifier
+    return ExemplarLCAClassifier(**kw).fit(np.random.default_rng(0).random((20, 5)), np.arange(20) % 2)
+
+
+API_CASES = {
+    "encode tau=1e308 (factored)": (lambda: _encode(tau=1e308, backend="factored"), "1 - 1/tau rounds to 1"),
+    "encode tau=inf": (lambda: _encode(tau=float("inf")), "tau must be a finite number"),
+    "encode steps=0": (lambda: _encode(steps=0), "steps (number of LCA steps K) must be an integer >= 1"),
+    "encode lam=-1": (lambda: _encode(lam=-1.0), "lam must be >= 0"),
+    "estimator batch_size=0": (lambda: _estimator(batch_size=0), "batch_size must be an integer >= 1, got 0"),
+    "estimator tau=inf": (lambda: _estimator(tau=float("inf")), "tau must be a finite number"),
+    "estimator dictionary_size=True": (lambda: _estimator(dictionary_size=True), "dictionary_size must be an integer"),
+}
+
+
+@pytest.mark.parametrize("name", list(API_CASES))
+def test_bad_library_argument_is_a_spikevit_error_naming_it(name):
+    from spikevit.errors import SpikevitError
+
+    call, needle = API_CASES[name]
+    with pytest.raises(SpikevitError) as info:
+        call()
+    assert needle in str(info.value) and "\n" not in str(info.value)
