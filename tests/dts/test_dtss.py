@@ -144,3 +144,33 @@ def test_average_time_steps_eq3():
         average_time_steps([])
     with pytest.raises(SpikevitError):
         init_time_params(4, 5)
+
+
+def test_masked_steps_are_zero_even_when_the_input_is_nan_or_inf():
+    d = DTSS(4, 2)
+    y = torch.tensor([[1.0, 0.0], [float("nan"), 1.0], [float("nan"), float("inf")], [float("-inf"), 1.0]])
+    out = d(y)
+    assert out[2:].tolist() == [[0.0, 0.0], [0.0, 0.0]]                   # masked: exactly zero
+    assert out[0].tolist() == [1.0, 0.0] and torch.isnan(out[1, 0]) and out[1, 1] == 1.0  # kept: untouched
+    # every initial score TS = (4, 3, 2, 1) * 5/12 lies in the STE window (0, 2), so the masked steps send
+    # dO/dTM = y (Eq. 10) back to TP: it must stay finite where y is NaN
+    d.zero_grad()
+    d(torch.where(torch.arange(4)[:, None] >= 2, torch.full((4, 2), float("nan")), torch.ones(4, 2))).sum().backward()
+    assert torch.isfinite(d.tp.grad).all()
+    lif = DTSSLIF(4, 1)
+    x = torch.full((4, 3), 2.0)
+    x[1:] = float("nan")                                                  # NaN input on the masked steps only
+    assert lif(x).tolist() == [[1.0] * 3, [0.0] * 3, [0.0] * 3, [0.0] * 3]
+
+
+@pytest.mark.parametrize("bad", [4.7, "4.5", float("nan"), 0, -1, True])
+def test_non_integer_or_non_positive_tmax_is_refused(bad):
+    with pytest.raises(SpikevitError, match="tmax"):
+        DTSS(bad, 2)
+    with pytest.raises(SpikevitError, match="tmax"):
+        DTSSLIF(bad, 2)
+    assert DTSS(4.0, 2).tmax == 4                                         # an integral float is an integer
+    with pytest.raises(SpikevitError, match="init_steps"):
+        DTSS(4, 1.5)
+    with pytest.raises(SpikevitError, match="min_steps"):
+        DTSS(4, 2, min_steps=0.5)

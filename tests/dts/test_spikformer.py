@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from spikevit.dts import mask_loss
+from spikevit.errors import SpikevitError
 from spikevit.models import create_model
 from spikevit.models.spikformer import ConvBN, SpikeAttention, Spikformer
-from spikevit.nn import DTSSLIF
 
 
 def tiny(**kw) -> Spikformer:
@@ -41,13 +41,45 @@ def test_spikformer_4_384_has_the_published_size():
     assert abs(sum(p.numel() for p in model.parameters()) - 29.68e6) / 29.68e6 < 0.01  # Spikformer-8-512: 29.68 M
 
 
+def _counts(model) -> dict[str, int]:
+    counts = {}
+    for m in model.spiking_layers().values():
+        counts[m.group] = counts.get(m.group, 0) + 1
+    return counts
+
+
+# DTS-SNN Fig. 2 / Spikformer: each conv is followed by its LIF; per block five SSA LIFs (q, k, v: "qkv";
+# attn, proj: "attn") and two MLP LIFs (fc1, fc2), five SPS LIFs.  Under the paper's grouping our LIFs map
+# one to one onto those (the MLP-input LIF spikes the projection, the next block's input / head LIF fc2).
+PAPER = {"sps.lifs.0": "sps", "sps.lifs.1": "sps", "sps.lifs.2": "sps", "sps.rpe_lif": "sps",
+         "blocks.0.attn.lif_in": "sps", "blocks.0.attn.q_lif": "qkv", "blocks.0.attn.k_lif": "qkv",
+         "blocks.0.attn.v_lif": "qkv", "blocks.0.attn.attn_lif": "attn", "blocks.0.mlp.lif1": "attn",
+         "blocks.0.mlp.lif2": "mlp", "blocks.1.attn.lif_in": "mlp", "blocks.1.attn.q_lif": "qkv",
+         "blocks.1.attn.k_lif": "qkv", "blocks.1.attn.v_lif": "qkv", "blocks.1.attn.attn_lif": "attn",
+         "blocks.1.mlp.lif1": "attn", "blocks.1.mlp.lif2": "mlp", "head_lif": "mlp"}
+FEEDS = {"sps.lifs.0": "sps", "sps.lifs.1": "sps", "sps.lifs.2": "sps", "sps.rpe_lif": "sps",
+         "blocks.0.attn.lif_in": "qkv", "blocks.0.attn.q_lif": "attn", "blocks.0.attn.k_lif": "attn",
+         "blocks.0.attn.v_lif": "attn", "blocks.0.attn.attn_lif": "attn", "blocks.0.mlp.lif1": "mlp",
+         "blocks.0.mlp.lif2": "mlp", "blocks.1.attn.lif_in": "qkv", "blocks.1.attn.q_lif": "attn",
+         "blocks.1.attn.k_lif": "attn", "blocks.1.attn.v_lif": "attn", "blocks.1.attn.attn_lif": "attn",
+         "blocks.1.mlp.lif1": "mlp", "blocks.1.mlp.lif2": "mlp", "head_lif": "head"}
+
+
+@pytest.mark.parametrize("grouping,table", [("paper", PAPER), ("feeds", FEEDS)])
+def test_layer_groupings_name_every_lif(grouping, table):
+    kw = {} if grouping == "paper" else {"grouping": grouping}      # the paper's grouping is the default
+    model = create_model("spikformer-2-128", num_classes=10, img_size=16, tmax=2, dts=True, dim=32, heads=2, **kw)
+    assert {n: m.group for n, m in model.spiking_layers().items()} == table
+    if grouping == "paper":    # Fig. 2's count per part: 5 SPS LIFs; per block 3 qkv, 2 attn, 2 mlp
+        assert _counts(model) == {"sps": 5, "qkv": 2 * 3, "attn": 2 * 2, "mlp": 2 * 2}
+    with pytest.raises(SpikevitError, match="grouping"):
+        create_model("spikformer-1-64", grouping="bogus")
+
+
 def test_layer_groups_and_a_lif_before_every_dot_product():
     model = tiny()
-    layers = model.spiking_layers()
-    counts = {}
-    for m in layers.values():
-        counts[m.group] = counts.get(m.group, 0) + 1
-    assert counts == {"sps": 4, "qkv": 1, "attn": 4, "mlp": 2, "head": 1}
+    assert _counts(model) == {"sps": 5, "qkv": 3, "attn": 2, "mlp": 2}
+    assert _counts(tiny(grouping="feeds")) == {"sps": 4, "qkv": 1, "attn": 4, "mlp": 2, "head": 1}
     # every conv except the encoding conv and every attention product reads LIF spikes: record the inputs
     seen = []
     hooks = [m.register_forward_hook(lambda m, a, o: seen.append(a[0])) for m in model.modules()
@@ -109,7 +141,7 @@ def test_training_path_gradients_reach_tp_from_task_and_mask_loss():
     task = torch.autograd.grad(ce, [m.dtss.tp for m in model.spiking_layers().values()], allow_unused=True)
     assert sum(float(g.abs().sum()) for g in task if g is not None) > 0
     ml = mask_loss(model, 1.0, ("qkv", "mlp"))
-    assert float(ml.detach()) == 3 * 2                          # 3 layers x 2 initial steps
+    assert float(ml.detach()) == 5 * 2                          # q, k, v, fc1's and the head LIF x 2 initial steps
     ml.backward()
     for name, m in model.spiking_layers().items():
         g = m.dtss.tp.grad

@@ -6,17 +6,35 @@ from pathlib import Path
 
 from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
 from spikevit.cli.train import add_train_args, config_from_args, data_run_info, datasets_from_args
+from spikevit.validation import (arg_float_range, arg_non_negative_float, arg_non_negative_int, arg_positive_int,
+                                 finite_float)
 
 
-def _add_dts_args(p: argparse.ArgumentParser, arch: str = "spikformer-4-384") -> None:
+def _add_dts_args(p: argparse.ArgumentParser, arch: str = "spikformer-4-384", study: bool = False) -> None:
     g = p.add_argument_group("dynamic time steps")
     g.add_argument("--arch", default=arch, help="Spikformer variant from the registry (spikformer-N-D)")
-    g.add_argument("--tmax", type=int, default=4, help="maximum time steps (the fixed T with --fixed)")
-    g.add_argument("--init-steps", type=int, default=None, help="initial kept steps (default tmax/2)")
-    g.add_argument("--min-steps", type=int, default=1, help="steps every layer keeps at least")
-    g.add_argument("--lambda-m", type=float, default=1e-6, help="mask-loss weight lambda_m (Eq. 8)")
+    g.add_argument("--tmax", type=arg_positive_int, default=4, help="maximum time steps (the fixed T with --fixed)")
+    g.add_argument("--init-steps", type=arg_non_negative_int, default=None, help="initial kept steps (default tmax/2)")
+    g.add_argument("--min-steps", type=arg_non_negative_int, default=1, help="steps every layer keeps at least")
+    g.add_argument("--lambda-m", type=arg_non_negative_float, default=1e-6, help="mask-loss weight lambda_m (Eq. 8)")
     g.add_argument("--mask-groups", default="qkv,mlp", help="groups in the mask loss: comma list of sps, qkv, "
                    "attn, mlp; 'all' or 'none'")
+    g.add_argument("--grouping", choices=["paper", "feeds"], default="paper",
+                   help="which LIF layers form the groups: 'paper' (DTS-SNN Eq. 7: a LIF belongs to the part whose "
+                        "weights produce its input; Q/K/V LIFs are 'qkv') or 'feeds' (the part of the dot product "
+                        "it feeds; the assignment before issue 14)")
+    b = p.add_argument_group("Table II baselines (losses on the same Spikformer)")
+    if not study:
+        b.add_argument("--loss", choices=["ce", "tet"], default="ce",
+                       help="'ce': cross-entropy of the step-averaged logits; 'tet': temporal efficient training "
+                            "(Deng et al. 2022): (1 - lam) mean_t CE(O_t, y) + lam MSE(O, phi)")
+    b.add_argument("--tet-lambda", type=arg_float_range(0.0, 1.0), default=1e-3,
+                   help="TET's lam (weight of the MSE term; the TET paper's default)")
+    b.add_argument("--tet-phi", type=float, default=1.0, help="TET's constant MSE target phi")
+    b.add_argument("--hoyer-lambda", type=arg_non_negative_float, default=1e-8 if study else 0.0,
+                   help="weight of the Hoyer regulariser (Datta et al. 2022; their code's default is 1e-8): sum over "
+                        "LIF layers of |z|_1^2 / |z|_2^2, z = clip(U / Vth, 0, 1) over the batch" +
+                        (" (the hoyer baseline runs)" if study else "; 0 = off"))
     g.add_argument("--fixed", action="store_true", help="plain Spikformer at fixed T = --tmax (no DTSS gates)")
     g.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Spikformer argument (repeatable), e.g. --model-arg leak=0.5")
@@ -26,8 +44,10 @@ def _spec(args):
     from spikevit.dts import DTSSpec
     from spikevit.train import parse_model_args
 
+    finite_float(args.tet_phi, "--tet-phi")
     return DTSSpec(args.arch, args.tmax, not args.fixed, args.init_steps, args.min_steps, args.lambda_m,
-                   args.mask_groups, parse_model_args(args.model_arg))
+                   args.mask_groups, parse_model_args(args.model_arg), args.grouping, args.loss, args.tet_lambda,
+                   args.tet_phi, args.hoyer_lambda)
 
 
 def register(sub) -> None:
@@ -63,13 +83,15 @@ def register(sub) -> None:
                         formatter_class=HELP_FMT,
                         description="Trains every run with the same budget (resumable; finished runs are "
                                     "skipped), measures them and writes one report with plots.")
-    add_data_args(p, "mnist"); _add_dts_args(p, "spikformer-1-64")
+    add_data_args(p, "mnist"); _add_dts_args(p, "spikformer-1-64", study=True)
     add_train_args(p, lr=4e-3, batch_size=64, epochs=3)
     add_device_arg(p); add_json_arg(p, "results/dts/study.json")
     p.add_argument("--fixed-t", default="1,2,4", help="fixed-T baselines")
     p.add_argument("--lambdas", default="1e-4,1e-2", help="lambda_m values of the DTS runs")
     p.add_argument("--groupings", default="qkv+mlp;all", help="';'-separated mask-loss groupings")
     p.add_argument("--no-nomask", action="store_true", help="skip the DTS run without mask loss")
+    p.add_argument("--baselines", default="", help="Table II baselines as METHOD:T items, e.g. 'tet:2,hoyer:2': "
+                   "fixed-T Spikformers trained with the TET loss / the Hoyer regulariser, same budget")
     p.add_argument("--runs", default=None, help="comma list: only train/measure these runs (split a study over "
                    "processes); the report covers every finished run")
     p.add_argument("--no-report", action="store_true")
@@ -156,7 +178,8 @@ def cmd_study(args) -> int:
     config = config_from_args(args)
     runs = study_runs(args.arch, args.tmax, args.init_steps, [int(t) for t in args.fixed_t.split(",") if t],
                       [float(v) for v in args.lambdas.split(",") if v], [g for g in args.groupings.split(";") if g],
-                      not args.no_nomask, args.min_steps, parse_model_args(args.model_arg))
+                      not args.no_nomask, args.min_steps, parse_model_args(args.model_arg), args.grouping,
+                      args.baselines, args.tet_lambda, finite_float(args.tet_phi, "--tet-phi"), args.hoyer_lambda)
     select = [r.strip() for r in args.runs.split(",")] if args.runs else None
     replicates = {}
     for item in args.replicate:

@@ -17,6 +17,7 @@ from spikevit.dts.metrics import DTSMeasurement, measure
 from spikevit.dts.train import DTSSpec, train_dts
 from spikevit.energy.dts import MembraneOps, SynapticOps, ann_energy, normalised_energy, snn_energy
 from spikevit.errors import SpikevitError, require
+from spikevit.models.spikformer import DEFAULT_GROUPING
 from spikevit.reports import write_report
 from spikevit.runtime import pick_device
 from spikevit.train import TrainConfig, build_datasets, load_trained_model
@@ -33,20 +34,49 @@ def _lam_name(lam: float) -> str:
     return f"{lam:.0e}".replace("e-0", "e-").replace("e+0", "e")
 
 
+BASELINES = ("tet", "hoyer")  # the DTS paper's Table II methods that are losses on the same Spikformer
+
+
+def parse_baselines(spec: str | list[str] | tuple[str, ...] | None) -> tuple[tuple[str, int], ...]:
+    """``"tet:2,hoyer:2"`` (or a list of ``"tet:2"`` items) -> ``(("tet", 2), ("hoyer", 2))``: method and fixed T."""
+    if not spec:
+        return ()
+    items = [i.strip() for i in spec.split(",")] if isinstance(spec, str) else [str(i).strip() for i in spec]
+    out = []
+    for item in filter(None, items):
+        method, sep, t = item.partition(":")
+        method = method.strip().lower()
+        if method not in BASELINES or not sep or not t.strip().isdigit() or int(t) < 1:
+            raise SpikevitError(f"--baselines expects METHOD:T items with METHOD in {list(BASELINES)} and T >= 1, "
+                                f"got {item!r}")
+        out.append((method, int(t)))
+    return tuple(out)
+
+
 def study_runs(arch: str, tmax: int = 4, init_steps: int | None = None, fixed_ts=(1, 2, 4),
                lambdas=(1e-4, 1e-2), groupings=("qkv,mlp", "all"), no_mask: bool = True,
-               min_steps: int = 1, model_args: dict | None = None) -> list[StudyRun]:
-    """Fixed-T baselines, DTS runs for every (grouping, lambda_m), and optionally DTS without mask loss."""
+               min_steps: int = 1, model_args: dict | None = None, grouping: str = DEFAULT_GROUPING,
+               baselines=(), tet_lambda: float = 1e-3, tet_phi: float = 1.0,
+               hoyer_lambda: float = 1e-8) -> list[StudyRun]:
+    """Fixed-T baselines, DTS runs for every (mask-loss grouping, lambda_m), optionally DTS without mask loss,
+    and the Table II baselines (``"tet:2,hoyer:2"``: fixed-T Spikformers trained with the TET loss / the
+    Hoyer regulariser).  ``grouping`` names the layer grouping (``paper`` / ``feeds``) of every run."""
     model_args = dict(model_args or {})
-    runs = [StudyRun(f"fixed-T{t}", DTSSpec(arch, t, dts=False, model_args=model_args)) for t in fixed_ts]
-    for grouping in groupings:
-        groups = parse_groups(grouping)
+    common = {"model_args": model_args, "grouping": grouping}
+    runs = [StudyRun(f"fixed-T{t}", DTSSpec(arch, t, dts=False, **common)) for t in fixed_ts]
+    for method, t in parse_baselines(baselines):
+        extra = {"loss": "tet", "tet_lambda": tet_lambda, "tet_phi": tet_phi} if method == "tet" else \
+            {"hoyer_lambda": hoyer_lambda}
+        require(method != "hoyer" or hoyer_lambda > 0, "the hoyer baseline needs --hoyer-lambda > 0")
+        runs.append(StudyRun(f"{method}-T{t}", DTSSpec(arch, t, dts=False, **common, **extra)))
+    for mask_grouping in groupings:
+        groups = parse_groups(mask_grouping)
         gname = "all" if set(groups) == set(MASK_GROUPS) else "+".join(groups)
         for lam in lambdas:
             runs.append(StudyRun(f"dts-{gname}-lam{_lam_name(lam)}",
-                                 DTSSpec(arch, tmax, True, init_steps, min_steps, lam, groups, model_args)))
+                                 DTSSpec(arch, tmax, True, init_steps, min_steps, lam, groups, **common)))
     if no_mask:
-        runs.append(StudyRun("dts-nomask", DTSSpec(arch, tmax, True, init_steps, min_steps, 0.0, (), model_args)))
+        runs.append(StudyRun("dts-nomask", DTSSpec(arch, tmax, True, init_steps, min_steps, 0.0, (), **common)))
     names = [r.name for r in runs]
     require(len(set(names)) == len(names), f"duplicate study run names {names}")
     return runs
@@ -123,6 +153,15 @@ def _penalised_steps(m: DTSMeasurement, spec: DTSSpec) -> float | None:
     return _mean_steps(m, tuple(spec.mask_groups))
 
 
+def _method(spec: DTSSpec) -> str:
+    """DTS, fixed-T (cross-entropy), or a Table II baseline (TET, Hoyer)."""
+    if spec.dts:
+        return "DTS"
+    if spec.loss == "tet":
+        return "TET"
+    return "Hoyer" if spec.hoyer_lambda > 0 else "fixed-T"
+
+
 def _grouping(spec: DTSSpec) -> str:
     if not spec.dts:
         return "fixed-T"
@@ -172,7 +211,7 @@ def write_study_report(runs, work: Path, out_json: Path, config: TrainConfig, da
     for r in done:
         m, s = meas[r.name], r.spec
         e = snn_energy(m.synaptic, m.membranes, energy_model)
-        row = {"run": r.name, "type": "DTS" if s.dts else "fixed-T", "grouping": _grouping(s), "Tmax": s.tmax,
+        row = {"run": r.name, "type": _method(s), "layers": s.grouping, "grouping": _grouping(s), "Tmax": s.tmax,
                "init_TS": s.init_steps if s.dts else s.tmax, "lambda_m": s.lambda_m if s.dts else None}
         row.update({f"{g}_loss": (g in s.mask_groups) if s.dts and s.lambda_m > 0 else False for g in MASK_GROUPS})
         row.update({"acc1": m.acc1, "T_avg": m.t_avg, "SA_percent": m.spiking_activity, "SOPs_M": m.sops / 1e6})
@@ -276,6 +315,10 @@ def _plot_study(rows: list[dict], epoch_rows: list[dict], path: Path, others: li
         ax1.plot([r["T_avg"] for r in fixed], [r["acc1"] for r in fixed], "o-", color="k", label="fixed-T Spikformer")
         for r in fixed:
             ax1.annotate(r["run"], (r["T_avg"], r["acc1"]), fontsize=7, xytext=(3, -9), textcoords="offset points")
+    for r in rows:
+        if r["type"] in ("TET", "Hoyer"):
+            ax1.plot(r["T_avg"], r["acc1"], "*" if r["type"] == "TET" else "X", color="C9" if r["type"] == "TET"
+                     else "C8", ms=10, linestyle="none", label=f"{r['type']} (Table II baseline), T={r['Tmax']}")
     dts = [r for r in rows if r["type"] == "DTS"]
     groupings = list(dict.fromkeys(r["grouping"] for r in dts if r["grouping"] != "no mask loss"))
     colors = {g: f"C{i}" for i, g in enumerate(groupings)}

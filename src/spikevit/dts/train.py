@@ -5,11 +5,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from spikevit.dts.loss import DEFAULT_MASK_GROUPS, gated_layers, mask_steps, parse_groups
+from spikevit.dts.loss import (DEFAULT_MASK_GROUPS, gated_layers, hoyer_terms, mask_steps, parse_groups, tet_loss,
+                               track_hoyer)
 from spikevit.errors import require
 from spikevit.functional.dts import average_time_steps
+from spikevit.models.spikformer import DEFAULT_GROUPING, GROUPINGS
 from spikevit.train import TrainConfig, TrainHooks, build_model, fit
+from spikevit.validation import finite_float, non_negative_float
+
+LOSSES = ("ce", "tet")
 
 
 @dataclass
@@ -17,7 +23,12 @@ class DTSSpec:
     """What distinguishes one DTS / fixed-T run (stored in the checkpoint; a resumed run must match).
 
     dts=False: plain Spikformer at fixed T = tmax.  dts=True: DTSS gates starting at ``init_steps``
-    (default tmax/2), mask loss ``lambda_m * sum_{groups} sum_t TM``.
+    (default tmax/2), mask loss ``lambda_m * sum_{groups} sum_t TM``.  ``grouping``: which LIF layers form
+    the groups (``"paper"``, DTS-SNN Eq. 7; ``"feeds"``, see :mod:`spikevit.models.spikformer`).
+
+    Table II baselines (:mod:`spikevit.dts.loss`): ``loss="tet"`` trains on the TET loss (weight
+    ``tet_lambda``, target ``tet_phi``) instead of the cross-entropy of the step-averaged logits;
+    ``hoyer_lambda > 0`` adds the Hoyer regulariser of every LIF layer's clipped membrane potential.
     """
 
     arch: str = "spikformer-4-384"
@@ -28,16 +39,26 @@ class DTSSpec:
     lambda_m: float = 1e-6
     mask_groups: tuple[str, ...] = DEFAULT_MASK_GROUPS
     model_args: dict = field(default_factory=dict)
+    grouping: str = DEFAULT_GROUPING
+    loss: str = "ce"
+    tet_lambda: float = 1e-3
+    tet_phi: float = 1.0
+    hoyer_lambda: float = 0.0
 
     def __post_init__(self):
         self.mask_groups = parse_groups(self.mask_groups)
-        require(self.lambda_m >= 0, f"lambda_m must be >= 0, got {self.lambda_m}")
+        self.lambda_m = non_negative_float(self.lambda_m, "lambda_m")
         require(self.tmax >= 1, f"tmax must be >= 1, got {self.tmax}")
+        require(self.grouping in GROUPINGS, f"unknown layer grouping {self.grouping!r}; choose from {sorted(GROUPINGS)}")
+        require(self.loss in LOSSES, f"unknown loss {self.loss!r}; choose from {list(LOSSES)}")
+        self.tet_lambda = finite_float(self.tet_lambda, "tet_lambda", minimum=0.0, maximum=1.0)
+        self.tet_phi = finite_float(self.tet_phi, "tet_phi")
+        self.hoyer_lambda = non_negative_float(self.hoyer_lambda, "hoyer_lambda")
         if self.init_steps is None:
             self.init_steps = max(1, self.tmax // 2) if self.dts else self.tmax
 
     def model_kwargs(self) -> dict:
-        kw = {"tmax": self.tmax, "dts": self.dts, **self.model_args}
+        kw = {"tmax": self.tmax, "dts": self.dts, "grouping": self.grouping, **self.model_args}
         if self.dts:
             kw.update(init_steps=self.init_steps, min_steps=self.min_steps)
         return kw
@@ -58,13 +79,34 @@ def time_step_metrics(model: torch.nn.Module) -> dict:
             "T_by_group": {g: sum(v) / len(v) for g, v in groups.items()}, "T_l": steps}
 
 
-def dts_hooks(spec: DTSSpec) -> TrainHooks:
-    """Mask loss (when DTS, lambda_m > 0 and groups are chosen) and per-epoch time-step metrics."""
+def dts_hooks(spec: DTSSpec, label_smoothing: float = 0.0) -> TrainHooks:
+    """Extra loss terms and per-epoch time-step metrics.
+
+    The generic trainer always optimises CE(mean_t O_t, y) (with ``label_smoothing``) plus the extra loss;
+    the extra loss here is the mask loss (DTS, lambda_m > 0, groups chosen), the Hoyer regulariser
+    (``hoyer_lambda > 0``) and, for ``loss="tet"``, ``L_TET - CE(mean_t O_t, y)``, so that the optimised
+    total is exactly L_TET (+ the other terms).
+    """
+    use_mask = spec.dts and spec.lambda_m > 0 and bool(spec.mask_groups)
+    use_tet, use_hoyer = spec.loss == "tet", spec.hoyer_lambda > 0
     extra = None
-    if spec.dts and spec.lambda_m > 0 and spec.mask_groups:
+    if use_mask or use_tet or use_hoyer:
         def extra(model, logits, targets):
-            steps = mask_steps(model, spec.mask_groups).to(logits.device)
-            return spec.lambda_m * steps, {"mask_steps": steps.detach()}
+            total, logs = logits.new_zeros((), dtype=torch.float32), {}
+            if use_mask:
+                steps = mask_steps(model, spec.mask_groups).to(logits.device)
+                total = total + spec.lambda_m * steps
+                logs["mask_steps"] = steps.detach()
+            if use_hoyer:
+                h = hoyer_terms(model)
+                total = total + spec.hoyer_lambda * h
+                logs["hoyer"] = h.detach()
+            if use_tet:
+                tet = tet_loss(model.last_step_logits, targets, spec.tet_lambda, spec.tet_phi, label_smoothing)
+                ce = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+                total = total + tet - ce
+                logs["tet"] = tet.detach()
+            return total, logs
     return TrainHooks(extra_loss=extra, epoch_metrics=time_step_metrics)
 
 
@@ -81,4 +123,9 @@ def train_dts(spec: DTSSpec, train_set, test_set, config: TrainConfig, out_dir: 
     run.update(extra_run or {})
     if spec.dts:
         require(len(gated_layers(model)) > 0, f"{spec.arch} has no DTSS-gated layers")
-    return fit(model, train_set, test_set, config, out_dir=out_dir, hooks=dts_hooks(spec), run=run, resume=resume)
+    if spec.hoyer_lambda > 0:
+        require(track_hoyer(model) > 0, f"{spec.arch} has no LIF layers for the Hoyer regulariser")
+    if spec.loss == "tet":
+        require(hasattr(model, "forward_steps"), f"{spec.arch} has no per-step logits for the TET loss")
+    return fit(model, train_set, test_set, config, out_dir=out_dir, hooks=dts_hooks(spec, config.label_smoothing),
+               run=run, resume=resume)

@@ -81,3 +81,15 @@ def average_time_steps(steps: list[int] | torch.Tensor) -> float:
     steps = torch.as_tensor(steps, dtype=torch.float64)
     require(steps.numel() > 0, "T_avg needs at least one layer")
     return float(steps.mean())
+
+
+def hoyer_square(z: torch.Tensor) -> torch.Tensor:
+    """Hoyer's sparsity measure H(z) = ||z||_1^2 / ||z||_2^2 over all entries (0 when z is all zero).
+
+    H lies in [1, z.numel()] for a non-zero z: 1 when one entry is non-zero, numel when all are equal.
+    The Hoyer regulariser of Datta et al. (2022, DTS-SNN ref. [9]) applies it to the clipped membrane
+    potential ``clip(U / Vth, 0, 1)`` of each spiking layer.
+    """
+    l1 = z.abs().sum()
+    l2 = z.square().sum()
+    return torch.where(l2 > 0, l1.square() / l2.clamp_min(torch.finfo(z.dtype).tiny), l2)

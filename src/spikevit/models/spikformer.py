@@ -16,9 +16,28 @@ broadcast to ``[T, B, ...]``; tokens are ``[T, B, D, N]``::
     MLP:    x = x + BN(fc2(LIF_2(BN(fc1(LIF_1(x))))))
     head:   logits = mean_t Linear(mean_tokens LIF_head(x))
 
-Each DTSSLIF is tagged with the group of the dot product it feeds: ``sps`` (SPS convs), ``qkv`` (the
-Q/K/V projections), ``attn`` (the Q K^T V product and the projection after it), ``mlp`` (fc1, fc2) and
-``head`` (classifier).  Fixed-T Spikformer: ``dts=False`` (all ``tmax`` steps everywhere).
+Each DTSSLIF has a ``role`` (where it sits) and a ``group`` (the part of the network the mask loss names),
+given by a registered *grouping* (:data:`GROUPINGS`):
+
+    role          the LIF spikes ...                                  "paper" (default)   "feeds"
+    sps           BN(conv_i) of SPS, i = 0..3 (conv_3 pooled)         sps                 sps
+    block0_in     block 1's input: the SPS output x + RPE             sps                 qkv
+    block_in      block b > 1's input: residual + BN(fc2) of b - 1    mlp                 qkv
+    qkv           BN(conv_q / conv_k / conv_v): the Q, K, V tensors   qkv                 attn
+    attn          Q (K^T V) * scale                                   attn                attn
+    mlp_in        the residual + BN(proj) (the MLP's input)           attn                mlp
+    mlp_hidden    BN(fc1)                                             mlp                 mlp
+    head          the residual + BN(fc2) of the last block            mlp                 head
+
+``paper`` follows DTS-SNN Eq. 7, where layer l is ``O_l = SN(W_l O_{l-1}) * TM_l``: a LIF belongs to the
+part whose weights produce its input, so "the layers that compute the query, key, and value tensors"
+(Sec. III-B) are the Q/K/V LIFs, and "attn" is the Q K^T V product and the projection after it.  This
+maps one to one onto the paper's Spikformer, whose LIF follows each conv (Fig. 2: five SPS, five SSA and
+two MLP layers per block): our SPS LIFs and block 1's input LIF are its five SPS LIFs, the MLP input LIF
+spikes what its proj_lif spikes (the projection), the next block's input LIF (or the head LIF) what its
+fc2_lif spikes.  ``feeds`` tags each LIF with the dot product it feeds (the assignment before issue 14).
+Convs carry the part of their own weights (``q/k/v`` qkv, ``proj`` attn, ``fc1/fc2`` mlp, SPS convs sps)
+under either grouping.  Fixed-T Spikformer: ``dts=False`` (all ``tmax`` steps everywhere).
 
 Inference skips masked steps: in eval mode a DTSSLIF computes only its T_l kept steps, the layer it
 feeds runs its conv on those T_l steps only and fills the remaining steps with its response to zero
@@ -35,8 +54,17 @@ from torch import nn
 from spikevit.errors import require
 from spikevit.models.registry import register_model
 from spikevit.nn.dtss import DTSSLIF
+from spikevit.validation import positive_int
 
 GROUPS = ("sps", "qkv", "attn", "mlp", "head")
+ROLES = ("sps", "block0_in", "block_in", "qkv", "attn", "mlp_in", "mlp_hidden", "head")
+GROUPINGS: dict[str, dict[str, str]] = {
+    "paper": {"sps": "sps", "block0_in": "sps", "block_in": "mlp", "qkv": "qkv", "attn": "attn", "mlp_in": "attn",
+              "mlp_hidden": "mlp", "head": "mlp"},
+    "feeds": {"sps": "sps", "block0_in": "qkv", "block_in": "qkv", "qkv": "attn", "attn": "attn", "mlp_in": "mlp",
+              "mlp_hidden": "mlp", "head": "head"},
+}
+DEFAULT_GROUPING = "paper"
 
 
 def _pad_steps(y: torch.Tensor, tmax: int, fill: torch.Tensor | None = None) -> torch.Tensor:
@@ -57,7 +85,7 @@ class ConvBN(nn.Module):
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, dims: int = 1, group: str = ""):
         super().__init__()
-        self.group = group  # group of the LIF layer that feeds this conv
+        self.group = group  # the part of the network these weights belong to (sps, qkv, attn, mlp)
         conv = nn.Conv1d if dims == 1 else nn.Conv2d
         norm = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
         self.conv = conv(cin, cout, kernel, stride=1, padding=kernel // 2, bias=False)
@@ -139,23 +167,25 @@ class SpikeAttention(nn.Module):
         out = (qh @ (kh.transpose(-1, -2) @ vh)) * self.scale
         return _pad_steps(out.transpose(-1, -2).reshape(steps, batch, dim, n), tmax)
 
-    group = "attn"  # fed by the Q / K / V LIF layers
+    group = "attn"  # the paper's "attn" part: Q K^T V and the scaling
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, scale={self.scale}"
 
 
 class _LayerFactory:
-    """Builds DTSSLIF layers with the model's shared settings."""
+    """Builds DTSSLIF layers with the model's shared settings; ``grouping`` maps a role to its group."""
 
-    def __init__(self, tmax, dts, init_steps, min_steps, leak, vth, gamma, detach_reset):
+    def __init__(self, tmax, dts, init_steps, min_steps, leak, vth, gamma, detach_reset, grouping: dict[str, str]):
         self.kw = dict(tmax=tmax, dts=dts, init_steps=init_steps, min_steps=min_steps, leak=leak, gamma=gamma,
                        detach_reset=detach_reset)
-        self.vth = vth
+        self.vth, self.grouping = vth, grouping
 
-    def __call__(self, group: str, vth: float | None = None) -> DTSSLIF:
-        require(group in GROUPS, f"unknown layer group {group!r}")
-        return DTSSLIF(group=group, vth=self.vth if vth is None else vth, **self.kw)
+    def __call__(self, role: str, vth: float | None = None) -> DTSSLIF:
+        require(role in ROLES, f"unknown LIF role {role!r}")
+        lif = DTSSLIF(group=self.grouping[role], vth=self.vth if vth is None else vth, **self.kw)
+        lif.role = role
+        return lif
 
 
 class SPS(nn.Module):
@@ -194,13 +224,14 @@ class SPS(nn.Module):
 class SSA(nn.Module):
     """Spiking self-attention block: ``[T, B, D, N] -> [T, B, D, N]`` (the residual branch)."""
 
-    def __init__(self, make: _LayerFactory, tmax: int, dim: int, heads: int, scale: float, attn_vth: float):
+    def __init__(self, make: _LayerFactory, tmax: int, dim: int, heads: int, scale: float, attn_vth: float,
+                 first: bool = False):
         super().__init__()
         require(dim % heads == 0, f"dim {dim} is not divisible by heads {heads}")
         self.tmax = tmax
-        self.lif_in = make("qkv")
+        self.lif_in = make("block0_in" if first else "block_in")
         self.q, self.k, self.v = (ConvBN(dim, dim, group="qkv") for _ in range(3))
-        self.q_lif, self.k_lif, self.v_lif = make("attn"), make("attn"), make("attn")
+        self.q_lif, self.k_lif, self.v_lif = make("qkv"), make("qkv"), make("qkv")
         self.attn = SpikeAttention(heads, scale)
         self.attn_lif = make("attn", vth=attn_vth)
         self.proj = ConvBN(dim, dim, group="attn")
@@ -216,8 +247,8 @@ class MLP(nn.Module):
     def __init__(self, make: _LayerFactory, tmax: int, dim: int, hidden: int):
         super().__init__()
         self.tmax = tmax
-        self.lif1, self.fc1 = make("mlp"), ConvBN(dim, hidden, group="mlp")
-        self.lif2, self.fc2 = make("mlp"), ConvBN(hidden, dim, group="mlp")
+        self.lif1, self.fc1 = make("mlp_in"), ConvBN(dim, hidden, group="mlp")
+        self.lif2, self.fc2 = make("mlp_hidden"), ConvBN(hidden, dim, group="mlp")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc1(self.lif1(x), self.tmax, live_steps(self.lif1))
@@ -225,9 +256,9 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, make, tmax, dim, heads, mlp_ratio, scale, attn_vth):
+    def __init__(self, make, tmax, dim, heads, mlp_ratio, scale, attn_vth, first: bool = False):
         super().__init__()
-        self.attn = SSA(make, tmax, dim, heads, scale, attn_vth)
+        self.attn = SSA(make, tmax, dim, heads, scale, attn_vth, first)
         self.mlp = MLP(make, tmax, dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -247,25 +278,29 @@ class Spikformer(nn.Module):
     live_bn: in training, batch norm after a gated LIF takes its statistics from the kept steps only
         (the paper is silent; counting the masked, all-zero steps distorts the kept ones, e.g. a 4-step
         model with 2 kept steps then differs from a 2-step model).  ``False``: statistics over all steps.
+    grouping: which group (sps, qkv, attn, mlp, head) each LIF is tagged with, for the mask loss and the
+        reports: ``"paper"`` (DTS-SNN Eq. 7 / Sec. III-B, default) or ``"feeds"`` (see the module docstring).
     """
 
     def __init__(self, img_size: int = 32, in_chans: int = 3, num_classes: int = 10, depth: int = 4,
                  dim: int = 384, heads: int = 12, mlp_ratio: float = 4.0, patch_size: int = 4, tmax: int = 4,
                  dts: bool = False, init_steps: int | None = None, min_steps: int = 1, leak: float = 0.5,
                  vth: float = 1.0, attn_vth: float = 0.5, gamma: float = 1.0, scale: float = 0.125,
-                 detach_reset: bool = False, live_bn: bool = True):
+                 detach_reset: bool = False, live_bn: bool = True, grouping: str = DEFAULT_GROUPING):
         super().__init__()
-        require(tmax >= 1, f"tmax must be >= 1, got {tmax}")
+        require(grouping in GROUPINGS, f"unknown layer grouping {grouping!r}; choose from {sorted(GROUPINGS)}")
+        tmax = positive_int(tmax, "tmax")
         require(img_size % patch_size == 0, f"img_size {img_size} is not divisible by patch_size {patch_size}")
         init_steps = max(1, tmax // 2) if init_steps is None else init_steps
         require(0 <= init_steps <= tmax, f"init_steps must lie in [0, tmax={tmax}], got {init_steps}")
-        self.tmax, self.dts, self.num_classes = tmax, dts, num_classes
+        self.tmax, self.dts, self.num_classes, self.grouping = tmax, dts, num_classes, grouping
         self.num_tokens = (img_size // patch_size) ** 2
-        make = _LayerFactory(tmax, dts, init_steps, min_steps, leak, vth, gamma, detach_reset)
+        make = _LayerFactory(tmax, dts, init_steps, min_steps, leak, vth, gamma, detach_reset, GROUPINGS[grouping])
         self.sps = SPS(make, tmax, in_chans, dim, patch_size)
-        self.blocks = nn.ModuleList([Block(make, tmax, dim, heads, mlp_ratio, scale, attn_vth)
-                                     for _ in range(depth)])
+        self.blocks = nn.ModuleList([Block(make, tmax, dim, heads, mlp_ratio, scale, attn_vth, first=i == 0)
+                                     for i in range(depth)])
         self.head_lif = make("head")
+        self.last_step_logits: torch.Tensor | None = None
         self.head = nn.Linear(dim, num_classes)
         for m in self.spiking_layers().values():
             m.live_bn = live_bn
@@ -277,15 +312,24 @@ class Spikformer(nn.Module):
             x = blk(x)
         return x
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """``[T, B, D, N] -> [B, K]``: mean over steps of the classifier on token-averaged spikes.
+    def forward_steps(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, B, D, N] -> [tmax, B, K]``: the classifier on token-averaged spikes at every step.
 
-        Steps the head LIF skipped contribute the classifier's response to zero input (its bias).
+        Steps the head LIF skipped get the classifier's response to zero input (its bias).
         """
         s = self.head_lif(x).mean(-1)                                  # [T_h, B, D]
-        skipped = self.tmax - s.shape[0]
-        logits = self.head(s).sum(0) if s.shape[0] else self.head.bias.expand(x.shape[1], -1) * 0
-        return (logits + skipped * self.head.bias) / self.tmax
+        out = self.head(s)                                             # [T_h, B, K]
+        return _pad_steps(out, self.tmax, self.head.bias.view(1, 1, -1))
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, B, D, N] -> [B, K]``: the mean over steps of :meth:`forward_steps`.
+
+        In training the per-step logits ``[tmax, B, K]`` stay in ``self.last_step_logits`` (with their
+        graph) for per-step losses such as TET; in eval mode the attribute is ``None``.
+        """
+        steps = self.forward_steps(x)
+        self.last_step_logits = steps if self.training else None
+        return steps.mean(0)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(img))
