@@ -70,7 +70,8 @@ class Operand:
 
 
 def _acc_dtype(t: torch.Tensor) -> torch.dtype:
-    return torch.float64 if t.device.type == "cpu" else torch.float32
+    """Masks and levels are small integers (exact in float32); every sum over them is taken in float64."""
+    return torch.float32
 
 
 def _tolerance(dtype: torch.dtype) -> float:
@@ -139,8 +140,9 @@ class Matmul:
         n = self.b_shape[-1]
         batch = torch.broadcast_shapes(tuple(self.a_shape[:-2]), tuple(self.b_shape[:-2]))
         ref = wa if wa is not None else wb
-        ca = wa.sum(-2) if wa is not None else torch.full((k,), float(m), dtype=ref.dtype, device=ref.device)
-        rb = wb.sum(-1) if wb is not None else torch.full((k,), float(n), dtype=ref.dtype, device=ref.device)
+        f64 = torch.float64                                   # exact integer sums on every device
+        ca = wa.sum(-2, dtype=f64) if wa is not None else torch.full((k,), float(m), dtype=f64, device=ref.device)
+        rb = wb.sum(-1, dtype=f64) if wb is not None else torch.full((k,), float(n), dtype=f64, device=ref.device)
         prod = ca * rb
         total = torch.broadcast_to(prod, (*batch, k)).sum() if prod.shape[:-1] != batch else prod.sum()
         return round(float(total))
@@ -179,14 +181,13 @@ class Conv:
             lead = wx.shape[: wx.dim() - self.w.dim() + 1]            # (N,) or ()
             xs = wx.reshape(*lead, g, wx.shape[len(lead)] // g, *spatial).sum(len(lead) + 1)
             ones = torch.ones(g, 1, *self.w.shape[2:], dtype=wx.dtype, device=wx.device)
-            y = torch.convolution(xs.float() if xs.dtype == torch.float64 and xs.device.type != "cpu" else xs,
-                                  ones.to(xs.dtype), None, self.stride, self.padding, self.dilation, False,
+            y = torch.convolution(xs, ones.to(xs.dtype), None, self.stride, self.padding, self.dilation, False,
                                   self.output_padding, g)
-            return round(float(y.sum())) * (self.w.shape[0] // g)
+            return round(float(y.sum(dtype=torch.float64))) * (self.w.shape[0] // g)
         ref = wx if wx is not None else ww
         x = wx if wx is not None else torch.ones(self.x.shape, dtype=ref.dtype, device=ref.device)
         w = ww if ww is not None else torch.ones(self.w.shape, dtype=ref.dtype, device=ref.device)
-        return round(float(self._conv(x, w).sum()))
+        return round(float(self._conv(x, w).sum(dtype=torch.float64)))
 
 
 def count(prod, kinds: list[Operand], dense: int) -> tuple[int, int]:
