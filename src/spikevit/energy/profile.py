@@ -50,6 +50,7 @@ class OpRecord:
     sources: tuple = ()       # per operand: the spiking module (or "<module>:softmax") that produced it
     zero_checks: int = 0      # elements of spike / graded operands that enter the product (not outputs of
                               # another product): one zero check each on event-driven hardware
+    nonzero_macs: int = 0     # MACs whose first (activation) operand is non-zero: zero-skipping hardware
 
     @property
     def block(self) -> str:
@@ -107,6 +108,11 @@ class Profile:
     @property
     def acs(self) -> int:
         return int(sum(r.acs for r in self.ops))
+
+    @property
+    def nonzero_macs(self) -> int:
+        """MACs with a non-zero activation operand (what zero-skipping hardware performs of ``macs``)."""
+        return int(sum(r.nonzero_macs for r in self.ops))
 
     @property
     def dense(self) -> int:
@@ -236,7 +242,8 @@ class Profile:
                 for s in self.spiking.values()]
 
     def summary(self, energy_model: str | None = None) -> dict:
-        out = {"samples": self.samples, "macs": self.macs, "acs": self.acs, "dense": self.dense,
+        out = {"samples": self.samples, "macs": self.macs, "acs": self.acs, "nonzero_macs": self.nonzero_macs,
+               "dense": self.dense,
                "spikes": self.spikes, "neurons": self.neurons, "snn_flops": self.snn_flops(),
                "products": len(self.ops)}
         if energy_model:
@@ -255,13 +262,14 @@ def _merge_ops(ops: list[OpRecord]) -> list[OpRecord]:
         t = merged.get(key)
         if t is None:
             merged[key] = OpRecord(r.module, r.op, r.operands, r.macs, r.acs, r.dense, r.shapes, r.aten, r.part,
-                                   r.calls, r.sources, r.zero_checks)
+                                   r.calls, r.sources, r.zero_checks, r.nonzero_macs)
         else:
             t.macs += r.macs
             t.acs += r.acs
             t.dense += r.dense
             t.calls += r.calls
             t.zero_checks += r.zero_checks
+            t.nonzero_macs += r.nonzero_macs
     return list(merged.values())
 
 
@@ -417,7 +425,7 @@ class _Profiler:
             kinds = [_rules.classify(t, self.max_level) if t is not None else _rules.Operand("analog")
                      for t in tensors]
             dense = prod.dense()
-            macs, acs = _rules.count(prod, kinds, dense)
+            macs, acs, nonzero = _rules.count(prod, kinds, dense)
             shapes = (tuple(prod.a_shape), tuple(prod.b_shape)) if isinstance(prod, _rules.Matmul) else \
                 (tuple(prod.x.shape), tuple(prod.w.shape))
             sources = tuple(self.source_of(t) for t in tensors)
@@ -426,7 +434,7 @@ class _Profiler:
             self.profile.ops.append(OpRecord(module, fname or _rules.default_op_name(packet, prod),
                                              tuple(k.kind for k in kinds), int(macs), int(acs), int(dense), shapes,
                                              packet.__name__.split(".")[-1], prod.label, sources=sources,
-                                             zero_checks=int(checks)))
+                                             zero_checks=int(checks), nonzero_macs=int(nonzero)))
 
 
 def _spiking_kind(m: nn.Module) -> str:

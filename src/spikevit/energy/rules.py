@@ -54,19 +54,29 @@ class Operand:
     kind: str
     scale: float = 0.0
     tensor: torch.Tensor | None = None
+    sparse: bool = False          # a sparse-layout tensor: only its stored entries are multiplied
+
+    def _dense(self) -> torch.Tensor:
+        return self.tensor.to_dense() if self.sparse else self.tensor
 
     def weight(self) -> torch.Tensor | None:
         """0/1 mask (spike), level (graded) or None (analog: every entry is processed)."""
         if self.kind == "analog" or self.tensor is None:
             return None
         if self.kind == "spike":
-            return (self.tensor != 0).to(_acc_dtype(self.tensor))
-        return torch.round(self.tensor.to(_acc_dtype(self.tensor)) / self.scale)
+            return self.mask()
+        return torch.round(self._dense().to(_acc_dtype(self.tensor)) / self.scale)
 
     def mask(self) -> torch.Tensor | None:
         if self.kind == "analog" or self.tensor is None:
             return None
-        return (self.tensor != 0).to(_acc_dtype(self.tensor))
+        return self.nonzero()
+
+    def nonzero(self) -> torch.Tensor | None:
+        """0/1 mask of the non-zero entries, whatever the kind (None when never materialised)."""
+        if self.tensor is None:
+            return None
+        return (self._dense() != 0).to(_acc_dtype(self.tensor))
 
 
 def _acc_dtype(t: torch.Tensor) -> torch.dtype:
@@ -85,7 +95,10 @@ def _integer_multiples(values: torch.Tensor, c: float, max_level: int, tol: floa
 
 
 def classify(x: torch.Tensor, max_level: int = DEFAULT_MAX_LEVEL) -> Operand:
-    """Kind of ``x`` (any shape).  An all-zero tensor is a spike tensor (no event at all)."""
+    """Kind of ``x`` (any shape, any layout).  An all-zero tensor is a spike tensor (no event at all)."""
+    if x.layout != torch.strided:                            # sparse COO / CSR: judged by the stored values
+        op = classify(x.values(), max_level)
+        return Operand(op.kind, op.scale, x, sparse=True)
     if x.dtype == torch.bool:
         return Operand("spike", 1.0, x)
     if not (x.is_floating_point() or x.dtype in (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)):
@@ -190,18 +203,28 @@ class Conv:
         return round(float(self._conv(x, w).sum(dtype=torch.float64)))
 
 
-def count(prod, kinds: list[Operand], dense: int) -> tuple[int, int]:
-    """``(macs, acs)`` of one product whose operands have ``kinds`` (see the module docstring)."""
+def count(prod, kinds: list[Operand], dense: int) -> tuple[int, int, int]:
+    """``(macs, acs, nonzero_macs)`` of one product whose operands have ``kinds`` (module docstring).
+
+    ``nonzero_macs``: the MACs whose first operand (the activation: input of a linear layer or a
+    convolution, left factor of a matmul) is non-zero -- what a zero-skipping accelerator performs on
+    analog operands (the LCA workload's ``M Mhat`` term); 0 for event-driven products.  A sparse-layout
+    operand is charged for its stored entries only (``macs`` too).
+    """
     events = [k.kind for k in kinds]
     if events == ["analog", "analog"]:
-        return dense, 0
+        stored = [k.nonzero() if k.sparse else None for k in kinds]
+        macs = dense if stored == [None, None] else prod.accumulates(*stored)
+        first = kinds[0].nonzero()
+        nonzero = macs if first is None else prod.accumulates(first, stored[1])
+        return macs, 0, nonzero
     if "analog" in events:
-        return 0, prod.accumulates(*(k.weight() for k in kinds))
+        return 0, prod.accumulates(*(k.weight() for k in kinds)), 0
     if events == ["spike", "spike"]:
-        return 0, prod.accumulates(kinds[0].mask(), kinds[1].mask())
+        return 0, prod.accumulates(kinds[0].mask(), kinds[1].mask()), 0
     if "spike" in events:
-        return 0, prod.accumulates(*(k.mask() if k.kind == "spike" else None for k in kinds))
-    return 0, min(prod.accumulates(kinds[0].weight(), None), prod.accumulates(None, kinds[1].weight()))
+        return 0, prod.accumulates(*(k.mask() if k.kind == "spike" else None for k in kinds)), 0
+    return 0, min(prod.accumulates(kinds[0].weight(), None), prod.accumulates(None, kinds[1].weight())), 0
 
 
 def _mm(args, kwargs, out):
@@ -259,7 +282,7 @@ def _sdpa_ops() -> list:
 #: aten operator (overload packet) -> rule(args, kwargs, out) -> list of products.  Replace or extend freely.
 PRODUCT_RULES: dict = {
     aten.mm: _mm, aten.bmm: _mm, aten.addmm: _addmm, aten.baddbmm: _addmm, aten.mv: _mv, aten.addmv: _addmv,
-    aten.dot: _dot, aten.convolution: _convolution, **{op: _sdpa for op in _sdpa_ops()},
+    aten.dot: _dot, aten.convolution: _convolution, aten._sparse_addmm: _addmm, **{op: _sdpa for op in _sdpa_ops()},
 }
 
 
