@@ -79,6 +79,11 @@ class SpikeRecord:
         return self.spikes / self.neurons if self.neurons else 0.0
 
 
+def snn_flops(ann_flops: float, spikes: float, neurons: float) -> float:
+    """FLOPs_SNN = FLOPs_ANN * spikes / neurons (SIT-conversion Eq. 17, DTS Sec. IV-E)."""
+    return ann_flops * (spikes / neurons) if neurons else 0.0
+
+
 def block_of(name: str) -> str:
     """Block of a qualified module name: its first component, plus the next one if that is an index
     (``blocks.3.attn.q.conv`` -> ``blocks.3``, ``sps.convs.1`` -> ``sps``, ``head`` -> ``head``)."""
@@ -134,7 +139,7 @@ class Profile:
 
     def snn_flops(self) -> float:
         """FLOPs_SNN = FLOPs_ANN x spikes / neurons (SIT Eq. 17, DTS Sec. IV-E) with the run's totals."""
-        return self.dense * self.spikes / self.neurons if self.neurons else 0.0
+        return snn_flops(self.dense, self.spikes, self.neurons)
 
     def energy(self, model_name: str | EnergyModel = "sit45nm", **overrides) -> float:
         """Joules of the counted products: ``macs e_mac + acs e_ac + (2 macs + acs) e_flop``."""
@@ -484,4 +489,4 @@ def merge(profiles) -> Profile:
     return total
 
 
-__all__ = ["OpRecord", "Profile", "SpikeRecord", "block_of", "merge", "profile", "profiling"]
+__all__ = ["OpRecord", "Profile", "SpikeRecord", "block_of", "merge", "profile", "profiling", "snn_flops"]

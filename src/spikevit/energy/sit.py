@@ -14,8 +14,8 @@ the linear layer after a converted activation).  Layers whose input is analog st
 """
 from __future__ import annotations
 
-from spikevit.energy.counting import snn_flops
 from spikevit.energy.models import EnergyModel, get_energy_model
+from spikevit.energy.profile import snn_flops
 
 
 def sit_energy(layers: list[dict], energy: EnergyModel | None = None) -> tuple[list[dict], dict]:
