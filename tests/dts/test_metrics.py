@@ -180,3 +180,33 @@ def test_cli_dts_train_evaluate_and_study_on_mnist_slice(data_slices, tmp_path, 
         assert json.loads((study1 / name / "measure.json").read_text())["samples"] == 40
     assert cli_main(["dts", "study", *common, "--out", str(study), "--report-only", "--replicate", "nolabel"]) == 2
     assert "LABEL=DIR" in capsys.readouterr().err
+
+
+def test_head_and_zero_checks_through_the_engine():
+    """The classifier reads token-averaged spikes (graded, levels k/N): one accumulate per spike and output
+    class; zero checks: one per input element of every executed step."""
+    model, loader = model_and_loader(3)
+    for m in model.modules():                                    # batch-norm statistics of the data: every
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):       # layer spikes (a random net falls silent)
+            m.momentum = None
+            m.reset_running_stats()
+    model.train()
+    with torch.no_grad():
+        for x, _ in loader:
+            model(x)
+    model.eval()
+    heads, inputs = [], {}
+    hooks = [model.head.register_forward_hook(lambda m, a, o: heads.append(a[0]))]
+    for n, m in model.named_modules():
+        if isinstance(m, ConvBN) and n.startswith("blocks"):
+            hooks.append(m.register_forward_hook(lambda mod, a, o, n=n: inputs.setdefault(n, []).append(a[0])))
+    meas = measure(model, loader)
+    for h in hooks:
+        h.remove()
+    syn = {s.name: s for s in meas.synaptic}
+    spikes = sum(float(s.sum()) * model.num_tokens for s in heads[-3:]) / 12   # measured: the last 3 batches
+    assert spikes > 0 and len(heads) == 4                        # one masked-form reference sample first
+    assert syn["head"].sops == pytest.approx(spikes * 10)
+    assert syn["head"].zero_checks == pytest.approx(sum(s.numel() for s in heads[-3:]) / 12)
+    for n, xs in inputs.items():
+        assert syn[n].zero_checks == pytest.approx(sum(x.numel() for x in xs[-3:]) / 12), n
