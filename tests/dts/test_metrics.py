@@ -12,7 +12,13 @@ from torch.utils.data import TensorDataset
 from spikevit.cli.main import main as cli_main
 from spikevit.dts import cosine_similarity, input_histograms, measure, parse_groups
 from spikevit.energy import get_energy_model
-from spikevit.energy.dts import MembraneOps, SynapticOps, ann_energy, normalised_energy, snn_energy
+from spikevit.energy.dts import (
+    MembraneOps,
+    SynapticOps,
+    ann_energy,
+    normalised_energy,
+    snn_energy,
+)
 from spikevit.errors import SpikevitError
 from spikevit.models import create_model
 from spikevit.models.spikformer import ConvBN, SpikeAttention
@@ -22,7 +28,7 @@ from spikevit.train.data import make_loader
 
 def model_and_loader(seed=0, **kw):
     torch.manual_seed(seed)
-    args = dict(num_classes=10, img_size=16, in_chans=3, tmax=4, dts=True, init_steps=2)
+    args = {"num_classes": 10, "img_size": 16, "in_chans": 3, "tmax": 4, "dts": True, "init_steps": 2}
     args.update(kw)
     model = create_model("spikformer-1-64", **args)
     g = torch.Generator().manual_seed(seed)
