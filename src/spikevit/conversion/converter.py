@@ -388,8 +388,9 @@ def convert(model: nn.Module, steps: int = 12, *, spiking: str = "softmax", cali
               has V's spikes as operand.
             * ``"all"``: in addition every linear layer and convolution inside the converted block (the
               parent module of the attention, e.g. a transformer block with its MLP) receives spike-coded
-              input, and its GELU / SiLU / sigmoid activations become few-spike neurons whose spikes feed the
-              next layer directly.
+              input, and its GELU / SiLU / sigmoid activations become few-spike neurons (with few-spike
+              coding their spikes feed the next layer directly; with rate coding the next layer's IF
+              neurons integrate their output and fire spike counts).
         calibration: model inputs (a tensor ``[B, *]``) or a DataLoader (first ``calibration_batches``
             batches of ``(x, y)`` or ``x``) used to set the neurons' thresholds (per channel, clipping
             chosen by the coding error).  Required for ``"attention"`` and ``"all"``.
@@ -453,7 +454,10 @@ def convert(model: nn.Module, steps: int = 12, *, spiking: str = "softmax", cali
             parent_name = name.rpartition(".")[0]
             parent = net.get_submodule(parent_name) if parent_name else net
             if acts:
-                _convert_activations(parent, acts, activation_steps or steps, hand_over=spiking == "all")
+                # few-spike coding: the activation's own spikes feed the next layer (time coding throughout);
+                # rate coding: the next layer's IF neurons integrate the activation's output and fire counts
+                _convert_activations(parent, acts, activation_steps or steps,
+                                     hand_over=spiking == "all" and coding == "fewspike")
             if spiking == "all":
                 _spike_code_layers(parent, coding, coding_steps, parent_name, device)
     net.sit_conversion = {"steps": steps, "spiking": spiking, "coding": coding if spiking != "softmax" else None,

@@ -42,6 +42,7 @@ class SpikeCode:
     coef: torch.Tensor
     scale: torch.Tensor | None = None
     channel_dim: int = -1
+    signed_pair: bool = False        # L = 2 with coef (1, -1) (rate coding)
 
     def _scale_shape(self, ndim: int) -> list[int]:
         shape = [1] * ndim
@@ -50,6 +51,8 @@ class SpikeCode:
 
     def combine(self, y: torch.Tensor) -> torch.Tensor:
         """``sum_l coef[l] y[l]``: ``y: [L, *]`` -> ``[*]`` (elementwise multiply-add, no product op)."""
+        if self.signed_pair:                     # coef = (1, -1): positive minus negative neuron
+            return y[0] - y[1]
         return (self.coef.to(y.dtype).reshape(-1, *([1] * (y.dim() - 1))) * y).sum(0)
 
     def decode(self) -> torch.Tensor:
@@ -157,21 +160,27 @@ class SpikeEncoder(nn.Module):
         shape = [1] * x.dim()
         shape[self.channel_dim] = C
         theta = self.theta.to(x.dtype).reshape(shape)
-        pair = signed_pair(x)                                  # [2, *]
         if self.coding == "rate":
-            spikes = if_rate_counts(pair, theta, self.steps)  # [2, *] counts 0..T
+            # counts of the positive and the negative IF neuron (closed form of if_rate_counts on x and -x)
+            u = x * (self.steps / theta)
+            spikes = torch.empty((2, *x.shape), dtype=x.dtype, device=x.device)
+            torch.floor(u + 0.5, out=spikes[0])
+            torch.floor(0.5 - u, out=spikes[1])
+            spikes.clamp_(0, self.steps)                       # [2, *] counts 0..T
             coef = torch.tensor([1.0, -1.0], device=x.device, dtype=x.dtype)
             scale = self.theta.to(x.dtype) / self.steps
+            pair = True
         else:
             K = self.steps
-            z = fewspike_identity_spikes(pair, theta, K)       # [K, 2, *] binary
+            z = fewspike_identity_spikes(signed_pair(x), theta, K)   # [K, 2, *] binary
             spikes = z.reshape(2 * K, *x.shape)
             w = torch.pow(2.0, -torch.arange(1, K + 1, device=x.device, dtype=x.dtype))
             coef = torch.stack((w, -w), 1).reshape(2 * K)
             scale = self.theta.to(x.dtype)
+            pair = False
         self.last_spikes = float(spikes.sum())
         self.last_neurons = x.numel()
-        spikes._spike_code = SpikeCode(spikes, coef, scale, self.channel_dim)
+        spikes._spike_code = SpikeCode(spikes, coef, scale, self.channel_dim, pair)
         return spikes
 
     def extra_repr(self) -> str:
