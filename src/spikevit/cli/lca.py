@@ -5,40 +5,49 @@ import argparse
 from pathlib import Path
 
 from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
-from spikevit.validation import arg_non_negative_int, arg_positive_int
+from spikevit.lca.encode import check_tau
+from spikevit.validation import (
+    arg_non_negative_float,
+    arg_non_negative_int,
+    arg_positive_int,
+    argtype,
+)
 
 DEFAULT_CACHE = str(Path.home() / ".cache" / "spikevit" / "features")
+
+
+arg_tau = argtype(check_tau, "time constant")
 
 
 def _add_backbone_args(p):
     p.add_argument("--backbone", default="pixels", help="feature extractor (see `spikevit lca backbones`)")
     p.add_argument("--weights", default="default", help="'default' (published weights), 'none' (random) or a "
                    "local .safetensors/.pth state dict")
-    p.add_argument("--image-size", type=int, default=None, help="override the backbone's input size")
+    p.add_argument("--image-size", type=arg_positive_int, default=None, help="override the backbone's input size")
     p.add_argument("--cache", default=DEFAULT_CACHE, help="feature cache directory")
-    p.add_argument("--batch-size", type=int, default=64, help="images per backbone batch")
-    p.add_argument("--limit-train", type=int, default=None, help="use a seeded random subset of the train split")
-    p.add_argument("--limit-test", type=int, default=None, help="use a seeded random subset of the test split")
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--batch-size", type=arg_positive_int, default=64, help="images per backbone batch")
+    p.add_argument("--limit-train", type=arg_positive_int, default=None, help="use a seeded random subset of the train split")
+    p.add_argument("--limit-test", type=arg_positive_int, default=None, help="use a seeded random subset of the test split")
+    p.add_argument("--workers", type=arg_non_negative_int, default=0, help="data loader worker processes")
 
 
 def _add_lca_args(p):
-    p.add_argument("--lam", type=float, default=2.0, help="threshold lambda")
-    p.add_argument("--tau", type=float, default=100.0, help="time constant tau (steps)")
-    p.add_argument("--steps", type=int, default=100, help="number of LCA steps K")
+    p.add_argument("--lam", type=arg_non_negative_float, default=2.0, help="threshold lambda")
+    p.add_argument("--tau", type=arg_tau, default=100.0, help="time constant tau (steps)")
+    p.add_argument("--steps", type=arg_positive_int, default=100, help="number of LCA steps K")
     p.add_argument("--signed", action="store_true", help="signed soft threshold (default: rectified, as the "
                    "authors' code: a = max(u - lam, 0))")
     p.add_argument("--threshold", default="soft", choices=["soft", "hard"])
     p.add_argument("--backend", default="auto",
                    help="LCA backend (all exact): auto (gramian for M <= N; mixed from M >= 16,384 on CPUs with "
                         "native bfloat16; else factored), gramian, factored, active, screened, mixed")
-    p.add_argument("--encode-batch", type=int, default=256, help="inputs per LCA batch")
+    p.add_argument("--encode-batch", type=arg_positive_int, default=256, help="inputs per LCA batch")
 
 
 def _add_dict_args(p):
-    p.add_argument("--dictionary-size", type=int, default=None, help="number of exemplars M (default: all)")
+    p.add_argument("--dictionary-size", type=arg_positive_int, default=None, help="number of exemplars M (default: all)")
     p.add_argument("--selection", default="random", choices=["random", "balanced"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=arg_non_negative_int, default=0)
 
 
 def register(sub) -> None:
@@ -75,7 +84,7 @@ def register(sub) -> None:
     p.add_argument("--shallow-train-size", type=arg_non_negative_int, default=5000)
     p.add_argument("--allow-test-atoms", action="store_true", help="evaluate even though the dictionary holds "
                    "atoms taken from the evaluated split (the report then says so in its first lines)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=arg_non_negative_int, default=0)
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--probes", action="store_true", help="also report k-NN and logistic-regression probes")
     p.set_defaults(func=cmd_evaluate)
@@ -91,7 +100,7 @@ def register(sub) -> None:
     p.add_argument("--dictionary", required=True)
     p.add_argument("--features", required=True, help="folder of extracted features to add (a cache split folder)")
     p.add_argument("--count", type=arg_positive_int, default=None, help="add a seeded random subset of this many")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=arg_non_negative_int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_add)
 
@@ -109,13 +118,19 @@ def _extract(args, split):
     limit = args.limit_train if split == "train" else args.limit_test
     return extract_features(args.dataset, args.data_root, split, args.backbone, args.cache, weights=args.weights,
                             batch_size=args.batch_size, limit=limit, device=args.device,
-                            num_workers=args.workers, image_size=args.image_size, download=args.download)
+                            num_workers=args.workers, image_size=args.image_size, download=args.download,
+                            skip_bad_images=args.skip_bad_images)
 
 
 def _features(args, split):
     """Features of ``split``; a --limit subset is cut from a complete full-split cache when one exists
     (same seeded rows as a limited extraction, no recomputation)."""
-    from spikevit.data.features import feature_dir, load_features, subset_indices, FeatureSet
+    from spikevit.data.features import (
+        FeatureSet,
+        feature_dir,
+        load_features,
+        subset_indices,
+    )
     from spikevit.errors import SpikevitError
 
     limit = args.limit_train if split == "train" else args.limit_test

@@ -21,6 +21,7 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="smaller variant (fewer test images, smaller grids) that "
                    "finishes within 30 minutes on a 2-core CPU; the report states what it changed")
     p.add_argument("--out", default="results/reproduce", help="results folder (one sub-folder per reproduction)")
+    p.set_defaults(out_kind="folder")
     p.add_argument("--cache", default=None, help="feature cache (default: the `spikevit lca` cache)")
     p.add_argument("--no-extract", action="store_true", help="fail instead of extracting missing features")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
