@@ -137,3 +137,33 @@ def test_convert_bad_input():
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(cal, torch.zeros(8)), batch_size=4)
     snn = convert(model, spiking="attention", calibration=loader)           # a DataLoader works too
     assert all(m.encoders["q"].calibrated for m in attention_modules(snn))
+
+
+@pytest.mark.parametrize("arch,blocks", [("edgenext_xx_small", 3), ("nextvit_small", 4)])
+def test_paper_hybrids_convert_at_every_level(arch, blocks):
+    """The paper's CNN-transformer hybrids (timm, random weights; UniFormer is not in timm): EdgeNeXt has
+    3 attention blocks (XCA), Next-ViT 4 (E-MHSA), as in the paper's Tables 2-3."""
+    timm = pytest.importorskip("timm")
+    if not timm.is_model(arch):
+        pytest.skip(f"timm {timm.__version__} has no {arch}")
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, num_classes=10).eval()
+    g = torch.Generator().manual_seed(2)
+    x, cal = torch.randn(2, 3, 64, 64, generator=g), torch.randn(8, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        ref = model(x)
+    for level in ("softmax", "attention", "all"):
+        snn = convert(model, 12, spiking=level, calibration=cal)
+        assert snn.sit_conversion["attention_blocks"] == blocks
+        p = profile(snn, x)
+        assert _cos(p.output, ref) >= 0.95, level
+        rows = _block_products(p, snn.sit_conversion["block_names"])
+        driven = [r for r in rows if r["event_driven"]]
+        if level == "softmax":
+            # only A V may be event-driven: a spiking-softmax row whose SI-exp outputs are all equal (tiny
+            # random logits, Next-ViT's 4 keys) is one constant, a spike tensor by the profile's rule
+            assert all(r["op"].startswith("matmul") for r in driven) and len(driven) <= blocks
+        elif level == "attention":
+            assert len(driven) == 2 * blocks and all(r["op"].startswith(("matmul", "scaled")) for r in driven)
+        else:
+            assert rows and len(driven) == len(rows)

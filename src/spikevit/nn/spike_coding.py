@@ -257,6 +257,9 @@ class SpikingLinear(nn.Module):
         super().__init__()
         self.linear, self.encoder = linear, encoder
 
+    weight = property(lambda self: self.linear.weight)      # code that reads the layer's parameters still works
+    bias = property(lambda self: self.linear.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         code = getattr(x, "_spike_code", None)
         if code is None:
@@ -277,6 +280,9 @@ class SpikingConv(nn.Module):
     def __init__(self, conv: nn.modules.conv._ConvNd, encoder: SpikeEncoder | None):
         super().__init__()
         self.conv, self.encoder = conv, encoder
+
+    weight = property(lambda self: self.conv.weight)
+    bias = property(lambda self: self.conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         code = getattr(x, "_spike_code", None)
