@@ -6,7 +6,7 @@
     python benchmarks/conversion/fewspike_search_evidence.py --plan reach --ship     # K = 13, 14, ... until 0.0015
 
 Each unit is (method, K, seed, budget, init): CMA-ES with IPOP restarts or differential evolution
-(:mod:`spikevit.conversion.search`) on the *exact* 10,000-point grid error with least-squares optimal
+(:mod:`fewspike_research.search`) on the *exact* 10,000-point grid error with least-squares optimal
 readout, run until ``budget`` objective evaluations are spent; its result and its best-so-far curve
 (evaluations, RMSE) go to ``<out>/runs/<unit>.json`` and finished units are skipped.  ``init=shipped``
 starts CMA-ES (step size 0.05) at the fit shipped for the same K *when the unit runs* (so it depends on
@@ -21,7 +21,7 @@ the paper's RMSE.
 The report lists per unit the final RMSE (neuron simulated in float64) and the best RMSE reached after
 1e4, 1e5, 1e6, ... evaluations (budget saturation), per K the best over all methods against the shipped
 fit, and the piece-count requirement: the smallest number of constant pieces for which the rigorous
-continuous bound of :func:`spikevit.conversion.bounds.piecewise_constant_lower_bound` allows a given RMSE,
+continuous bound of :func:`fewspike_research.bounds.piecewise_constant_lower_bound` allows a given RMSE,
 next to the number of pieces the best neurons actually produce.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from spikevit.conversion import bounds
+from fewspike_research import bounds
 from spikevit.conversion.fitting import FewSpikeFit, evaluate_fit, grow
 from spikevit.conversion.params import (
     PACKAGE_PARAMS,
@@ -42,7 +42,7 @@ from spikevit.conversion.params import (
     read_params,
     store_fit,
 )
-from spikevit.conversion.search import ExactGrid, cma_search, de_search, exact_mse
+from fewspike_research.search import ExactGrid, cma_search, de_search, exact_mse
 from spikevit.reports import write_report
 
 PAPER_RMSE_K12 = 0.0015413
@@ -268,14 +268,14 @@ def report(runs: Path, out: Path, params_path: Path, command: str) -> None:
     except ImportError:
         pass
     notes = ("Objective: exact mean squared error on 10,000 evenly spaced points of [-1, 1] with the least-squares "
-             "optimal readout d (spikevit.conversion.search.exact_mse); rmse column: the best neuron simulated in "
+             "optimal readout d (fewspike_research.search.exact_mse); rmse column: the best neuron simulated in "
              "float64.  best_after_N: best RMSE after N objective evaluations (budget saturation).  "
              "pieces table: min_pieces_continuous_bound is rigorous for the continuous L2 error on [-1, 1] "
              "(any function with fewer constant pieces has a larger RMSE); the grid Lloyd columns are reached values "
              "on the 10,000-point grid.  Structure table: a neuron cuts [-1, 1] into 1 + sum_k m_k pieces, m_k = number of "
              "level-k windows (residual ranges x - C_p of the prefixes p of the first k steps) that contain T[k+1]; "
              "overlap_conflict_rmse_bound: no readout d of that (T, h) has a smaller continuous RMSE "
-             "(spikevit.conversion.bounds.overlap_conflict_bound: overlapping windows share the rest of the neuron "
+             "(fewspike_research.bounds.overlap_conflict_bound: overlapping windows share the rest of the neuron "
              "but need slopes e^C_p != e^C_q); it is a bound for the given (T, h), not over all neurons.  "
              "K > 16 (plans reach / reach-s1): each K starts from the best K - 1 neuron known when the unit runs, plus one "
              "step in 64 ways (grown-pool), CMA-ES step 0.02 with IPOP restarts from those 64 points; "

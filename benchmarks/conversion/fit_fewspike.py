@@ -10,7 +10,7 @@ beats the stored entry, into the package parameter file; finished units are skip
 K are seeded by the best K - 1 solution (growth).  The report (JSON + markdown + PNG) lists, per K, the
 RMSE on 10,000 evenly spaced points measured by simulating the neuron, the number of input pieces the
 neuron uses, the RMSE the same partition would have with free piece values, and the reference points of
-:mod:`spikevit.conversion.bounds` (best 2^K-piece constant fit, K-level staircase, quadratic).
+:mod:`fewspike_research.bounds` (best 2^K-piece constant fit, K-level staircase, quadratic).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from spikevit.conversion import bounds
+from fewspike_research import bounds
 from spikevit.conversion.fitting import DEFAULT_DOMAINS, evaluate_fit, fit_few_spike, target_function
 from spikevit.conversion.params import PACKAGE_PARAMS, few_spike_parameters, read_params, store_fit
 from spikevit.reports import write_report

@@ -3,8 +3,8 @@ import math
 
 import torch
 
-from spikevit.conversion import bounds
-from spikevit.conversion.fitting import _Grid, _objective, fit_few_spike, leaf_intervals
+from fewspike_research import bounds
+from spikevit.conversion.fitting import LeafGrid, _objective, fit_few_spike, leaf_intervals
 from spikevit.functional.fewspike import fs_spikes
 
 DT = torch.float64
@@ -34,7 +34,7 @@ def test_leaf_intervals_match_simulated_patterns():
 def test_objective_equals_brute_force_least_squares_on_half_grid_splits():
     # all split points T + sum h z on half-way positions between grid points -> relaxed counts are exact
     n = 201
-    grid = _Grid(torch.exp, -1.0, 1.0, n)
+    grid = LeafGrid(torch.exp, -1.0, 1.0, n)
     delta = grid.delta
     g = torch.Generator().manual_seed(3)
     for _ in range(5):
@@ -47,7 +47,7 @@ def test_objective_equals_brute_force_least_squares_on_half_grid_splits():
 
 
 def test_objective_gradient_matches_finite_differences():
-    grid = _Grid(torch.exp, -1.0, 1.0, 10000)
+    grid = LeafGrid(torch.exp, -1.0, 1.0, 10000)
     T = torch.tensor([[-0.31, -0.87, -0.57, -0.95]], dtype=DT, requires_grad=True)  # no split on a kink
     h = torch.tensor([[0.52, 0.27, 0.33, 0.11]], dtype=DT, requires_grad=True)
     mse, _ = _objective(T, h, grid)
@@ -65,7 +65,7 @@ def test_objective_gradient_matches_finite_differences():
 
 
 def test_search_reaches_exhaustive_optimum_for_two_steps():
-    grid = _Grid(torch.exp, -1.0, 1.0, 2000)
+    grid = LeafGrid(torch.exp, -1.0, 1.0, 2000)
     vals_T = torch.linspace(-1.2, 1.0, 23, dtype=DT)
     vals_h = torch.linspace(0.0, 2.0, 21, dtype=DT)
     combos = torch.cartesian_prod(torch.arange(23), torch.arange(21), torch.arange(23), torch.arange(21))

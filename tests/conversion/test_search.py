@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from spikevit.conversion import bounds
+from fewspike_research import bounds
 from spikevit.conversion.fitting import leaf_intervals
-from spikevit.conversion.search import ExactGrid, cma_search, de_search, exact_mse
+from fewspike_research.search import ExactGrid, cma_search, de_search, exact_mse
 from spikevit.errors import SpikevitError
 from spikevit.functional.fewspike import fs_neuron, fs_spikes
 

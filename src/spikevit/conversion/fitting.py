@@ -88,7 +88,7 @@ class FewSpikeFit:
                 "evaluations": self.evaluations, "config": self.config}
 
 
-class _Grid:
+class LeafGrid:
     """``f`` on ``n`` evenly spaced points of ``[lo, hi]`` and relaxed prefix sums over it."""
 
     def __init__(self, f: Callable, lo: float, hi: float, n: int):
@@ -113,7 +113,7 @@ class _Grid:
 _BITS: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def _leaf_bits(K: int) -> tuple[torch.Tensor, torch.Tensor]:
+def leaf_bits(K: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``B: [2^K, K]`` spike pattern of each leaf, ``BB: [2^K, K*K]`` its outer products."""
     if K not in _BITS:
         m = torch.arange(1 << K)
@@ -139,7 +139,7 @@ def leaf_intervals(T: torch.Tensor, h: torch.Tensor, lo: float, hi: float) -> tu
     return a, b
 
 
-def _objective(T: torch.Tensor, h: torch.Tensor, grid: _Grid, ridge: float = 1e-10
+def _objective(T: torch.Tensor, h: torch.Tensor, grid: LeafGrid, ridge: float = 1e-10
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean squared error with least-squares optimal ``d`` for each of ``P`` parameter sets.
 
@@ -149,7 +149,7 @@ def _objective(T: torch.Tensor, h: torch.Tensor, grid: _Grid, ridge: float = 1e-
     a, b = leaf_intervals(T, h, grid.lo - grid.delta, grid.hi + grid.delta)
     ua, ub = grid.count_below(a), grid.count_below(b)
     count, ysum = ub - ua, grid.sum_below(ub) - grid.sum_below(ua)
-    B, BB = _leaf_bits(K)
+    B, BB = leaf_bits(K)
     G = (count @ BB).reshape(P, K, K)
     r = ysum @ B
     with torch.no_grad():
@@ -281,7 +281,7 @@ def fit_few_spike(function: str, steps: int, *, domain: tuple[float, float] | No
     require(population >= 4, f"population must be >= 4, got {population}")
     require(rounds >= 0 and iters >= 1, "rounds must be >= 0 and iters >= 1")
     lo, hi = domain or DEFAULT_DOMAINS[function]
-    grid = _Grid(f, float(lo), float(hi), n_points)
+    grid = LeafGrid(f, float(lo), float(hi), n_points)
     g = torch.Generator().manual_seed(seed)
     t0 = time.time()
     T, h = initial_population(steps, population, lo, hi, g)

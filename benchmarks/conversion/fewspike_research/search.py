@@ -29,8 +29,8 @@ import torch
 
 from spikevit.conversion.fitting import (
     DEFAULT_DOMAINS,
-    _Grid,
-    _leaf_bits,
+    LeafGrid,
+    leaf_bits,
     evaluate_fit,
     initial_population,
     leaf_intervals,
@@ -41,7 +41,7 @@ from spikevit.errors import require
 DT = torch.float64
 
 
-class ExactGrid(_Grid):
+class ExactGrid(LeafGrid):
     """The fitting grid with exact (integer) point counts below a split point."""
 
     def count_below_exact(self, s: torch.Tensor) -> torch.Tensor:
@@ -79,7 +79,7 @@ def exact_mse(T: torch.Tensor, h: torch.Tensor, grid: ExactGrid, ridge: float = 
             ib = torch.maximum(ib, ia)
             count = (ib - ia).to(DT)
             ysum = grid.c1[ib] - grid.c1[ia]
-            B, BB = _leaf_bits(K)
+            B, BB = leaf_bits(K)
             G = (count @ BB).reshape(P, K, K)
             r = ysum @ B
         scale = 1.0 + G.diagonal(dim1=1, dim2=2).mean(-1)
