@@ -170,3 +170,23 @@ def test_encoder_errors():
     enc = _calibrated("rate", 8, -1, torch.randn(4, 3))
     with pytest.raises(SpikevitError, match="input has 5 channels"):
         enc(torch.randn(2, 5))
+
+
+@pytest.mark.parametrize("fn,K", [("exp", 12), ("exp", 16), ("gelu", 12)])
+def test_fewspike_lookup_equals_simulation(fn, K):
+    """The piecewise-constant table of a few-spike neuron gives the step-by-step outputs and spike counts."""
+    from spikevit.conversion.params import few_spike_parameters
+    from spikevit.functional.fewspike import fs_lookup, fs_neuron_with_count, fs_pieces
+
+    p = few_spike_parameters(fn, K, dtype=torch.float64)
+    pieces = fs_pieces(p["T"], p["h"], p["d"])
+    x = torch.linspace(-8, 8, 20001, dtype=torch.float64)
+    out, count = fs_neuron_with_count(x, p["T"], p["h"], p["d"])
+    lo, cnt = fs_lookup(x, pieces)
+    near = (x[:, None] - pieces["edges"][None]).abs().min(1).values < 1e-9     # ties at a piece edge
+    torch.testing.assert_close(lo[~near], out[~near], atol=1e-12, rtol=0)
+    assert torch.equal(cnt[~near], count[~near]) and int(near.sum()) < 5
+    for i in range(0, 20001, 997):                                            # and the scalar reference
+        ref, train = _fs_reference(float(x[i]), p["T"].tolist(), p["h"].tolist(), p["d"].tolist())
+        if not near[i]:
+            assert math.isclose(float(lo[i]), ref, abs_tol=1e-12) and float(cnt[i]) == sum(train)

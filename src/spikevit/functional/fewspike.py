@@ -147,3 +147,43 @@ def spiking_softmax(x: torch.Tensor, T: torch.Tensor, h: torch.Tensor, d: torch.
     safe = torch.where(vth > 0, vth, torch.ones_like(vth))
     out = si_norm_fast(e, safe, norm_steps)
     return torch.where(vth > 0, out, torch.zeros_like(out))
+
+
+def fs_pieces(T: torch.Tensor, h: torch.Tensor, d: torch.Tensor, max_pieces: int = 1 << 16) -> dict | None:
+    """The few-spike neuron as the piecewise-constant function it is: every input in ``[edge[i], edge[i+1])``
+    emits the same spike pattern.  Exact interval splitting in float64: at step t an interval whose
+    patterns so far subtract ``S`` spikes where ``x >= T[t] + S`` (``v[t] = x - S >= T[t]``).
+
+    Returns ``{"edges": [P-1] (left edges of pieces 1..P-1), "out": [P], "count": [P]}`` (float64), or None
+    if the neuron has more than ``max_pieces`` pieces.  :func:`fs_lookup` evaluates it.
+    """
+    _check_params(T, h, d)
+    Td, hd, dd = (t.detach().double().cpu().tolist() for t in (T, h, d))
+    pieces = [(float("-inf"), float("inf"), 0.0, 0.0, 0)]          # (lo, hi, S, out, count)
+    for t in range(len(Td)):
+        nxt = []
+        for lo, hi, S, out, cnt in pieces:
+            c = Td[t] + S
+            if c <= lo:
+                nxt.append((lo, hi, S + hd[t], out + dd[t], cnt + 1))
+            elif c >= hi:
+                nxt.append((lo, hi, S, out, cnt))
+            else:
+                nxt += [(lo, c, S, out, cnt), (c, hi, S + hd[t], out + dd[t], cnt + 1)]
+        if len(nxt) > max_pieces:
+            return None
+        pieces = sorted(nxt)
+    return {"edges": torch.tensor([p[0] for p in pieces[1:]], dtype=torch.float64),
+            "out": torch.tensor([p[3] for p in pieces], dtype=torch.float64),
+            "count": torch.tensor([p[4] for p in pieces], dtype=torch.float64)}
+
+
+def fs_lookup(x: torch.Tensor, pieces: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out, count)`` of the few-spike neuron by table lookup (:func:`fs_pieces`). ``x: [*]`` -> ``[*]``.
+
+    Equal to :func:`fs_neuron_with_count` except for inputs within rounding of a piece edge (the
+    step-by-step form accumulates ``v`` in the input's precision).
+    """
+    edges = pieces["edges"].to(device=x.device, dtype=x.dtype)
+    idx = torch.searchsorted(edges, x.contiguous(), right=True)
+    return pieces["out"].to(device=x.device, dtype=x.dtype)[idx], pieces["count"].to(device=x.device, dtype=x.dtype)[idx]

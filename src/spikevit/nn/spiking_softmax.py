@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from spikevit.errors import SpikevitError, require
-from spikevit.functional.fewspike import fs_neuron_with_count, fs_spikes, si_norm_fast
+from spikevit.functional.fewspike import fs_lookup, fs_neuron_with_count, fs_pieces, fs_spikes, si_norm_fast
 from spikevit.nn.spike_coding import SpikeCode
 
 SQUEEZES = {"sigmoid": torch.sigmoid, "tanh": torch.tanh}
@@ -23,6 +23,17 @@ def _squeeze_fn(squeeze: str | None):
     if squeeze not in SQUEEZES:
         raise SpikevitError(f"unknown squeeze {squeeze!r}; choose from None, {sorted(SQUEEZES)}")
     return SQUEEZES[squeeze]
+
+
+def _fs_fast(m: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out, spike count)`` of module ``m``'s few-spike neuron (buffers ``T, h, d``) on ``x``: by table lookup
+    of its pieces (:func:`fs_pieces`, cached per parameter values), else step by step."""
+    key = (m.T.data_ptr(), m.h.data_ptr(), m.d.data_ptr(), m.T._version, m.h._version, m.d._version)
+    if getattr(m, "_pieces_key", None) != key:
+        m._pieces, m._pieces_key = fs_pieces(m.T, m.h, m.d), key
+    if m._pieces is None:
+        return fs_neuron_with_count(x, m.T, m.h, m.d)
+    return fs_lookup(x, m._pieces)
 
 
 class SpikingSoftmax(nn.Module):
@@ -65,7 +76,7 @@ class SpikingSoftmax(nn.Module):
         xf = x.float()
         masked = torch.isneginf(xf)
         s = self._squeeze(xf) if self._squeeze is not None else xf
-        e, count = fs_neuron_with_count(s, self.T, self.h, self.d)
+        e, count = _fs_fast(self, s)
         if masked.any():
             e = e.masked_fill(masked, 0.0)
             count = count.masked_fill(masked, 0.0)
@@ -113,7 +124,7 @@ class FewSpikeActivation(nn.Module):
             out._spike_code = code           # a following SpikingLinear / SpikingConv consumes the spikes
             self.last_spikes = float(z.sum())
         else:
-            out, count = fs_neuron_with_count(x.float(), self.T, self.h, self.d)
+            out, count = _fs_fast(self, x.float())
             out = out.to(x.dtype)
             self.last_spikes = float(count.sum())
         self.last_neurons = x.numel()
