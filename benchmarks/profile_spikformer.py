@@ -161,7 +161,16 @@ def _sj_scope(scope: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+_STORED: dict[str, torch.Tensor] = {}
+
+
 def _images(args, device, n: int, train: bool, seed: int) -> torch.Tensor:
+    if args.images:                                          # CIFAR-10 images stored by --save-images
+        if not _STORED:
+            _STORED.update(torch.load(args.images, weights_only=True))
+        split = _STORED["train" if train else "test"]
+        start = (seed * n) % max(1, split.shape[0] - n + 1)
+        return split[start:start + n].to(device)
     if args.data_root:
         from spikevit.data import load_dataset
         from spikevit.train import build_transforms, seeded_subset
@@ -274,8 +283,17 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=7, help="timed repetitions of each variant (interleaved)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "results" / "profile" / "spikformer_4_384.json"))
+    ap.add_argument("--images", default=None, help="a tensor file written by --save-images (instead of --data-root)")
+    ap.add_argument("--save-images", default=None, metavar="FILE",
+                    help="store the calibration and test images of this configuration in FILE and stop")
     args = ap.parse_args()
     seed_everything(args.seed)
+    if args.save_images:
+        dev = torch.device("cpu")
+        train = torch.cat([_images(args, dev, args.batch_size, True, args.seed + 100 + i)
+                           for i in range(args.calib_batches)])
+        torch.save({"train": train, "test": _images(args, dev, args.batch_size, False, args.seed)}, args.save_images)
+        return 0
     device = pick_device(args.device)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model = calibrated_spikformer(args, device)
@@ -291,7 +309,7 @@ def main() -> int:
     spikes = prof.spiking_rows()
     summary = {
         "model": "spikformer-4-384", "tmax": args.tmax, "batch": args.batch_size, "device": str(device),
-        "input": "CIFAR-10 test images" if args.data_root else "seeded N(0, 1) images",
+        "input": "CIFAR-10 test images" if (args.data_root or args.images) else "seeded N(0, 1) images",
         "engine": {"macs": prof.macs, "acs": prof.acs, "dense": prof.dense,
                    "spiking_activity_percent": 100 * prof.spiking_activity(),
                    "energy_dts45nm_uJ_per_image": 1e6 * (prof.macs * em.e_mac + prof.acs * em.e_ac) / args.batch_size},
@@ -314,9 +332,11 @@ def main() -> int:
              "DispatchCounterMode with batch norm ignored. Timing: interleaved repetitions in one run, medians; "
              "plain = model(x) under no_grad, profiled = spikevit.energy.profile(model, x).")
     cmd = "python benchmarks/profile_spikformer.py" + (" --data-root DATA" if args.data_root else "") + \
+        (" --images IMAGES" if args.images else "") + \
         f" --device {args.device} --batch-size {args.batch_size} --tmax {args.tmax} --calib-batches " \
         f"{args.calib_batches} --reps {args.reps} --seed {args.seed}"
-    write_report(args.out, cmd, vars(args) | {"data_root": bool(args.data_root), "out": Path(args.out).name},
+    config = vars(args) | {"data_root": bool(args.data_root), "images": bool(args.images), "out": Path(args.out).name}
+    write_report(args.out, cmd, config,
                  summary, tables={"per layer": rows, "profiling overhead": timing_rows,
                                   "spiking layers (engine)": spikes,
                                   "spike purity per block": prof.purity_summary()},
