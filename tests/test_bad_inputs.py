@@ -59,6 +59,41 @@ CASES = {
     "truncated image": (["lca", "run", "--dataset", "mnist", "--data-root", "{images_truncated}", "--cache",
                          "{cache}", "--no-plots", "--json", "{tmp}/r.json"],
                         "unreadable image {images_truncated}/mnist/test/4/"),
+    # lca dictionaries: test-split atoms, edited files, counts
+    "evaluate on the split that gave atoms": (["lca", "evaluate", "--dataset", "digits", "--cache", "{cache}",
+                                               "--dictionary", "{dictionary_with_test_atoms}", "--no-plots",
+                                               "--json", "{tmp}/r.json"], "test split"),
+    "dictionary label outside the classes": (["lca", "evaluate", "--dataset", "digits", "--cache", "{cache}",
+                                              "--dictionary", "{dictionary_bad_label}"], "outside its"),
+    "dictionary with an all-zero atom": (["lca", "evaluate", "--dataset", "digits", "--cache", "{cache}",
+                                          "--dictionary", "{dictionary_zero_atom}"], "all-zero atom"),
+    "dictionary atoms x1000": (["lca", "evaluate", "--dataset", "digits", "--cache", "{cache}",
+                                "--dictionary", "{dictionary_x1000}"], "unit L2 norm"),
+    "--shallow-train-size -1": (["lca", "evaluate", "--dataset", "digits", "--cache", "{cache}", "--dictionary",
+                                 "{dictionary}", "--shallow-train-size", "-1"], "--shallow-train-size: must be"),
+    "lca add --count 0": (["lca", "add", "--dictionary", "{dictionary}", "--features", "{features_test}",
+                           "--count", "0", "--out", "{tmp}/d2.safetensors"], "argument --count: must be"),
+    # conversion: models, checkpoints, sweeps
+    "convert sweep --rows 0": (["convert", "sweep", "--rows", "0"], "--rows"),
+    "convert timm:not_a_model": (["convert", "run", "--model", "timm:not_a_model", "--checkpoint", "{ckpt_good}"],
+                                 "timm has no model 'not_a_model'"),
+    "convert torchvision:get_model": (["convert", "run", "--model", "torchvision:get_model", "--checkpoint",
+                                       "{ckpt_good}"], "torchvision has no model 'get_model'"),
+    "checkpoint of random bytes": ([*"convert run --model vit-cifar-micro --dataset cifar10 --data-root".split(),
+                                    "{data}", "--checkpoint", "{ckpt_noise}"], "--checkpoint"),
+    "truncated checkpoint": ([*"convert run --model torchvision:mobilenet_v3_small --dataset cifar10 "
+                              "--checkpoint".split(), "{ckpt_truncated}"], "not a readable state dict"),
+    "missing checkpoint": ([*"convert run --model torchvision:mobilenet_v3_small --dataset cifar10 "
+                            "--checkpoint".split(), "{tmp}/missing.pth"], "file not found"),
+    "checkpoint of the wrong shapes": ([*"convert run --model torchvision:mobilenet_v3_small --dataset cifar10 "
+                                        "--checkpoint".split(), "{ckpt_wrong}"], "size mismatch"),
+    "pickle of an object": ([*"convert run --model torchvision:mobilenet_v3_small --dataset cifar10 "
+                             "--checkpoint".split(), "{ckpt_pickle}"], "not a readable state dict"),
+    "checkpoint with NaN weights": ([*"convert run --model vit-cifar-micro --dataset cifar10 --data-root".split(),
+                                     "{data}", "--checkpoint", "{ckpt_nan}"], "holds NaN"),
+    "1-channel model on 3-channel data": ([*"convert run --model vit-cifar-micro --dataset cifar10 "
+                                          "--data-root".split(), "{data}", "--checkpoint", "{ckpt_gray}"],
+                                         "cannot take inputs of shape (1, 3, 32, 32)"),
     "text file named .png": (["train", "--model", "vit-cifar-micro", "--dataset", "mnist", "--data-root",
                               "{images_text}", "--epochs", "1", "--out", "{tmp}/r"],
                              "unreadable image {images_text}/mnist/train/5/"),
@@ -88,7 +123,68 @@ def files(tmp_path_factory, data_slices) -> dict:
         victim.write_bytes(b"" if kind == "empty" else data[: len(data) // 3] if kind == "truncated"
                            else b"hello, I am not a picture\n")
         out[f"images_{kind}"] = str(tree)
+    out |= _dictionaries(root, cache, dictionary)
+    out |= _checkpoints(root)
+    out["data"] = str(data_slices)
     return out
+
+
+def _dictionaries(root: Path, cache: Path, dictionary: Path) -> dict:
+    """Edited copies of a fitted dictionary, and one that took atoms from the test split."""
+    from spikevit.lca import Dictionary
+    from spikevit.tensorio import load_tensors, save_tensors
+
+    features_test = cache / "digits" / "pixels" / "test"
+    assert main(["lca", "extract", "--dataset", "digits", "--cache", str(cache), "--split", "test"]) == 0
+    with_test = root / "d_test_atoms.safetensors"
+    assert main(["lca", "add", "--dictionary", str(dictionary), "--features", str(features_test), "--count", "5",
+                 "--out", str(with_test)]) == 0
+    out = {"features_test": str(features_test), "dictionary_with_test_atoms": str(with_test)}
+    edits = {"bad_label": lambda t: t["labels"].__setitem__(0, 10), "zero_atom": lambda t: t["atoms"][:, 1].zero_(),
+             "x1000": lambda t: t["atoms"].mul_(1000)}
+    for name, edit in edits.items():
+        tensors, meta = load_tensors(dictionary, "lca-dictionary")
+        tensors = {k: v.clone() for k, v in tensors.items()}
+        edit(tensors)
+        path = root / f"d_{name}.safetensors"
+        save_tensors(path, tensors, "lca-dictionary", meta)
+        out[f"dictionary_{name}"] = str(path)
+    Dictionary.load(dictionary)            # the unedited file loads
+    return out
+
+
+class _NotATensor:
+    """A pickle holding this must never be unpickled."""
+
+
+def _checkpoints(root: Path) -> dict:
+    """Good, random, truncated, wrong-shape, pickled-object, NaN and one-channel model files."""
+    import pickle
+
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    from spikevit.models import create_model
+    from spikevit.train import save_model
+
+    torch.manual_seed(0)
+    tv = torchvision.models.mobilenet_v3_small(weights=None, num_classes=10).state_dict()
+    paths = {name: root / f"ckpt_{name}" for name in ("good", "noise", "truncated", "wrong", "pickle", "nan", "gray")}
+    save_file({k: v.contiguous() for k, v in tv.items()}, str(paths["good"]))
+    paths["noise"].write_bytes(bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).tolist()))
+    paths["truncated"].write_bytes(paths["good"].read_bytes()[: paths["good"].stat().st_size // 2])
+    torch.save(torchvision.models.mobilenet_v3_small(weights=None, num_classes=5).state_dict(), paths["wrong"])
+    with open(paths["pickle"], "wb") as fh:
+        pickle.dump({"model": _NotATensor()}, fh)
+    vit = create_model("vit-cifar-micro")
+    with torch.no_grad():
+        vit.head.weight[0, 0] = float("nan")
+    save_model(paths["nan"], vit, {"model": "vit-cifar-micro", "model_kwargs": {"num_classes": 10},
+                                   "dataset": "cifar10"})
+    save_model(paths["gray"], create_model("vit-cifar-micro", in_chans=1),
+               {"model": "vit-cifar-micro", "model_kwargs": {"num_classes": 10, "in_chans": 1}, "dataset": "mnist"})
+    return {f"ckpt_{name}": str(path) for name, path in paths.items()}
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -133,7 +229,40 @@ API_CASES = {
     "estimator batch_size=0": (lambda: _estimator(batch_size=0), "batch_size must be an integer >= 1, got 0"),
     "estimator tau=inf": (lambda: _estimator(tau=float("inf")), "tau must be a finite number"),
     "estimator dictionary_size=True": (lambda: _estimator(dictionary_size=True), "dictionary_size must be an integer"),
+    "DTSS tmax=4.7": (lambda: _dtss(tmax=4.7, init_steps=2), "tmax must be an integer >= 1, got 4.7"),
+    "DTSS init_steps > tmax": (lambda: _dtss(tmax=4, init_steps=5), "init_steps must lie in [0, tmax=4]"),
+    "convert unknown spiking level": (lambda: _convert(spiking="everything"), "spiking"),
+    "convert NaN calibration": (lambda: _convert(spiking="attention", calibration=float("nan")), "calibration"),
+    "convert calibration of the wrong shape": (lambda: _convert(spiking="attention", calibration=(2, 3, 8, 8)),
+                                               "calibration"),
+    "convert a model without attention": (lambda: _convert_cnn(), "attention"),
 }
+
+
+def _dtss(**kw):
+    from spikevit.nn import DTSS
+    return DTSS(**kw)
+
+
+def _convert(calibration=None, **kw):
+    import torch
+
+    from spikevit.conversion import convert
+    from spikevit.models import create_model
+    torch.manual_seed(0)
+    model = create_model("vit-cifar-micro").eval()
+    if isinstance(calibration, float):
+        calibration = torch.full((2, 3, 32, 32), calibration)
+    elif isinstance(calibration, tuple):
+        calibration = torch.randn(calibration)
+    return convert(model, 12, calibration=calibration, **kw)
+
+
+def _convert_cnn():
+    import torch.nn as nn
+
+    from spikevit.conversion import convert
+    return convert(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten()), 12)
 
 
 @pytest.mark.parametrize("name", list(API_CASES))
