@@ -10,6 +10,7 @@ from spikevit.errors import SpikevitError
 from spikevit.functional.coding import (
     binary_identity_parameters,
     fewspike_identity,
+    fewspike_identity_bits,
     fewspike_identity_closed_form,
     fewspike_identity_spikes,
     if_rate_counts,
@@ -84,6 +85,7 @@ def test_fewspike_identity_neuron_matches_reference_and_rounds(steps):
     bits = torch.round(out * 2 ** steps).long()
     for t in range(steps):
         assert torch.equal(z[t].long(), (bits >> (steps - 1 - t)) & 1)
+    assert torch.equal(fewspike_identity_bits(x, theta, steps), z)          # the closed form the encoder uses
 
 
 def test_fewspike_activation_hands_over_its_spike_train():

@@ -75,6 +75,15 @@ def fewspike_identity_spikes(x: torch.Tensor, theta: torch.Tensor, steps: int) -
     return fs_spikes(x / theta, p["T"], p["h"])
 
 
+def fewspike_identity_bits(x: torch.Tensor, theta: torch.Tensor, steps: int) -> torch.Tensor:
+    """The same spike train in closed form: the bits of ``n = clamp(round(x / theta * 2^K), 0, 2^K - 1)``,
+    most significant first (``z[t] = (n >> (K - t)) & 1``).  ``x: [*]`` -> ``z: [K, *]`` (dtype of x)."""
+    q = 2 ** steps
+    n = torch.floor(x / theta * q + 0.5).clamp_(0, q - 1).to(torch.int64)
+    shifts = torch.arange(steps - 1, -1, -1, device=x.device).reshape(-1, *([1] * x.dim()))
+    return ((n.unsqueeze(0) >> shifts) & 1).to(x.dtype)
+
+
 def fewspike_identity(x: torch.Tensor, theta: torch.Tensor, steps: int) -> torch.Tensor:
     """Decoded output ``theta * sum_t d[t] z[t]`` of the few-spike identity neuron. ``[*]`` -> ``[*]``."""
     p = binary_identity_parameters(steps, x.dtype)

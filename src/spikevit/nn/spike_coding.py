@@ -26,7 +26,7 @@ from torch import nn
 
 from spikevit.errors import SpikevitError, require
 from spikevit.functional.coding import (
-    fewspike_identity_spikes,
+    fewspike_identity_bits,
     if_rate_counts,
     signed_pair,
 )
@@ -172,7 +172,7 @@ class SpikeEncoder(nn.Module):
             pair = True
         else:
             K = self.steps
-            z = fewspike_identity_spikes(signed_pair(x), theta, K)   # [K, 2, *] binary
+            z = fewspike_identity_bits(signed_pair(x), theta, K)     # [K, 2, *] binary (= the neuron's spikes)
             spikes = z.reshape(2 * K, *x.shape)
             w = torch.pow(2.0, -torch.arange(1, K + 1, device=x.device, dtype=x.dtype))
             coef = torch.stack((w, -w), 1).reshape(2 * K)
