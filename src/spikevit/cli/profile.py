@@ -117,8 +117,8 @@ def cmd_profile(args) -> int:
     accuracy = None
     if args.data_root:
         from spikevit.data import load_dataset
-        from spikevit.evaluate import evaluate
         from spikevit.train import build_transforms, seeded_subset
+        from spikevit.train.evaluate import evaluate
 
         dataset = run.get("dataset") or args.dataset
         test = load_dataset(dataset, args.data_root, "test", build_transforms(dataset, False, False, size))

@@ -27,8 +27,8 @@ from torch import nn
 from spikevit.conversion.converter import SpikingAttention
 from spikevit.energy.profile import profiling
 from spikevit.errors import require
-from spikevit.evaluate import evaluate
 from spikevit.nn.spiking_softmax import FewSpikeActivation, SpikingSoftmax
+from spikevit.train.evaluate import evaluate
 
 
 def _neuron_kind(m: nn.Module) -> str:
@@ -130,7 +130,7 @@ class SpikeCounter:
 def evaluate_classifier(model: nn.Module, loader, device: torch.device, counter: SpikeCounter | None = None,
                         max_batches: int | None = None, desc: str = "eval") -> dict:
     """Top-1 accuracy (%) and mean cross-entropy of ``model`` over ``loader`` (the shared
-    :func:`spikevit.evaluate.evaluate`)."""
+    :func:`spikevit.train.evaluate.evaluate`)."""
     res = evaluate(model, loader, device, max_batches=max_batches, desc=desc)
     require(res["samples"] > 0, "evaluation saw no samples")
     return {"acc1": res["acc1"], "loss": res["loss"], "samples": res["samples"]}

@@ -223,7 +223,7 @@ def run(model: str, checkpoint: str | None = None, *, dataset: str = "cifar10", 
     )
     from spikevit.data import dataset_spec, load_dataset
     from spikevit.energy import get_energy_model
-    from spikevit.evaluate import evaluate
+    from spikevit.train.evaluate import evaluate
     from spikevit.reports import write_report
     from spikevit.runtime import pick_device, seed_everything
     from spikevit.train import build_transforms, seeded_subset

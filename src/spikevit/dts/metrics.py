@@ -1,6 +1,6 @@
 """Evaluation of a (DTS) Spikformer: accuracy, T_l per layer, T_avg (Eq. 3), spiking activity, SOPs and
 energy (through :mod:`spikevit.energy.dts`), measured in one pass over a loader by the shared
-:func:`spikevit.evaluate.evaluate` under the operator-level profile (:func:`spikevit.energy.profile`).
+:func:`spikevit.train.evaluate.evaluate` under the operator-level profile (:func:`spikevit.energy.profile`).
 
 Definitions (per inference, averaged over the evaluated images):
 
@@ -23,9 +23,9 @@ from torch import nn
 from spikevit.energy.dts import MembraneOps, SynapticOps, ann_energy, snn_energy
 from spikevit.energy.profile import Profile, profile
 from spikevit.errors import require
-from spikevit.evaluate import evaluate
 from spikevit.functional.dts import average_time_steps
 from spikevit.nn.dtss import DTSSLIF
+from spikevit.train.evaluate import evaluate
 
 
 @dataclass

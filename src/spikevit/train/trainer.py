@@ -13,13 +13,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from spikevit.errors import SpikevitError
-from spikevit.evaluate import evaluate as shared_evaluate
 from spikevit.runtime import progress, seed_everything
 from spikevit.train.checkpoint import (load_checkpoint, load_model_state, optimizer_from_tensors, prefixed,
                                        rng_of_rank, rng_state_tensors, save_checkpoint, save_model,
                                        set_rng_state_tensors)
 from spikevit.train.config import TrainConfig, TrainHooks
 from spikevit.train.data import make_loader
+from spikevit.train.evaluate import evaluate as shared_evaluate
 from spikevit.train.distributed import (DistInfo, all_gather_tensor, all_reduce_sum, barrier, init_distributed,
                                         shutdown)
 from spikevit.train.schedule import CosineWarmup
@@ -58,7 +58,7 @@ def _autocast(device: torch.device, enabled: bool):
 def evaluate(model: nn.Module, loader, device: torch.device, bf16: bool = False, info: DistInfo | None = None,
              desc: str = "eval") -> dict:
     """Top-1 / top-5 accuracy (%) and mean cross-entropy over ``loader`` (summed over DDP ranks): the
-    shared :func:`spikevit.evaluate.evaluate`."""
+    shared :func:`spikevit.train.evaluate.evaluate`."""
     return shared_evaluate(model, loader, device, bf16=bf16, info=info, desc=desc)
 
 

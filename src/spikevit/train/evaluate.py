@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spikevit.energy.profile import profiling
 from spikevit.runtime import progress
+from spikevit.train.distributed import DistInfo, all_reduce_sum
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -34,9 +36,6 @@ def evaluate(model: nn.Module, loader, device: torch.device | str | None = None,
     profile: also run every batch under :func:`spikevit.energy.profile` (``profile_options`` are passed
         on) and return the summed profile as ``"profile"``.
     """
-    from spikevit.energy.profile import profiling
-    from spikevit.train.distributed import DistInfo, all_reduce_sum
-
     if device is None:
         p = next(model.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")
