@@ -28,10 +28,14 @@ import torch
 import torch.distributed as dist
 
 from spikevit.errors import SpikevitError
-from spikevit.functional.lca import LCATrace
-from spikevit.lca.encode import BACKENDS, _check_params, check_dictionary_inputs, choose_backend
+from spikevit.functional.lca import LCATrace, lca_factored, lca_mixed
+from spikevit.functional.lca.active import lca_active
+from spikevit.lca.encode import _check_params, check_dictionary_inputs, choose_backend
 
-SHARDABLE = ("factored", "active", "mixed")
+SHARDABLE = ("factored", "mixed")
+# backends that run on a dictionary split over ranks; "active" is a research backend (docs/lca-backends.md),
+# reachable from Python only
+SHARDED_BACKENDS = {"factored": lca_factored, "mixed": lca_mixed, "active": lca_active}
 
 
 def shard_bounds(m: int, rank: int, world: int) -> tuple[int, int]:
@@ -131,13 +135,13 @@ def encode_sharded(shard: DictionaryShard, inputs: torch.Tensor, *, lam: float =
     ``exclude`` holds GLOBAL atom indices (-1: none).  One all-reduce of the
     (B, N) reconstruction per step (plus one of the (B,) drives at the start).
     """
-    _check_params(lam, tau, steps, threshold, backend)
+    _check_params(lam, tau, steps, threshold, "auto")  # the backend name is checked against SHARDED_BACKENDS
     phi, s = check_dictionary_inputs(shard.atoms, inputs, where="encode_sharded")
     name = backend
     if backend == "auto":
         name = choose_backend(phi.shape[0], shard.total, phi.device)
         name = name if name in SHARDABLE else "factored"
-    if name not in SHARDABLE:
+    if name not in SHARDED_BACKENDS:
         raise SpikevitError(f"backend {name!r} cannot run on a sharded dictionary (the dense Gramian couples "
                             f"all shards); choose from {SHARDABLE}")
     if exclude is not None:
@@ -146,9 +150,9 @@ def encode_sharded(shard: DictionaryShard, inputs: torch.Tensor, *, lam: float =
             raise SpikevitError("exclude must hold one global atom index (or -1) per input row")
         local = exclude - shard.offset
         exclude = torch.where((local >= 0) & (local < shard.size), local, torch.full_like(local, -1))
-    return BACKENDS[name](phi, s, lam=float(lam), tau=float(tau), steps=int(steps), rectify=rectify,
-                          kind=threshold, exclude=exclude, trace=trace, potentials=potentials,
-                          allreduce=make_allreduce(group), **backend_kwargs)
+    return SHARDED_BACKENDS[name](phi, s, lam=float(lam), tau=float(tau), steps=int(steps), rectify=rectify,
+                                  kind=threshold, exclude=exclude, trace=trace, potentials=potentials,
+                                  allreduce=make_allreduce(group), **backend_kwargs)
 
 
 def decode_sharded(codes: torch.Tensor, shard: DictionaryShard, group=None) -> dict[str, torch.Tensor]:

@@ -1,36 +1,32 @@
 """Public LCA encoder: input validation, backend choice, batching/streaming."""
 from __future__ import annotations
 
-import inspect
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
 from spikevit.errors import SpikevitError
 from spikevit.functional.lca import (
     THRESHOLDS,
+    LCABackend,
     LCATrace,
-    lca_active,
+    lca_backend,
     lca_factored,
     lca_gramian,
+    lca_mixed,
 )
-from spikevit.functional.lca_mixed import lca_mixed
-from spikevit.functional.lca_screened import lca_screened
 from spikevit.runtime import progress
 from spikevit.validation import finite_float, non_negative_float, positive_int
 
-BACKENDS: dict[str, Callable[..., LCATrace]] = {
+# Exact backends (spikevit.functional.lca.LCABackend: one keyword signature, FLOPs in stats).  The research
+# backends "active" and "screened" (spikevit.functional.lca.active / .screened) are left out: the committed
+# benchmarks show no regime where either is faster than these (docs/lca-backends.md).
+BACKENDS: dict[str, LCABackend] = {
     "gramian": lca_gramian,     # dense M x M Gramian every step (authors' formulation, the reference)
     "factored": lca_factored,   # u = phi^T z + diag(G) v: one (B, N) x (N, M) product per step
-    "active": lca_active,       # event-driven: safe screening, exact work on tracked atoms only
-    "screened": lca_screened,   # safe screening, exact dense products on a shared set of near-threshold atoms
     "mixed": lca_mixed,         # bfloat16 screening product with a proven error bound, float32 on every atom that can matter
 }
 
-# Dictionary size from which "auto" picks the active backend on CPU (None: never).  The active
-# backend performs ~10x fewer FLOPs than "factored" at M >= 5,000 (benchmarks/lca_encode.py), but
-# it runs many small kernels and was measured no faster in wall-clock, so it is never the default.
-ACTIVE_MIN_ATOMS: int | None = None
 # Dictionary size from which "auto" picks the exact "mixed" backend (bfloat16 screening product) on
 # CPUs with native bfloat16 matrix units (AVX512-BF16 / AMX-BF16); measured 1.6x faster than
 # "factored" at M = 50,000 (benchmarks/lca_encode.py).  Without native bfloat16 the screening
@@ -39,9 +35,9 @@ ACTIVE_MIN_ATOMS: int | None = None
 MIXED_MIN_ATOMS: int | None = 16384
 
 
-def register_backend(name: str, fn: Callable[..., LCATrace]) -> None:
-    """Add an encoding backend (same keyword interface as ``lca_factored``)."""
-    BACKENDS[name] = fn
+def register_backend(name: str, fn) -> None:
+    """Add an encoding backend; TypeError unless it has the fixed :class:`LCABackend` signature."""
+    BACKENDS[name] = lca_backend(fn)
 
 
 _BF16_CPU: bool | None = None
@@ -74,19 +70,9 @@ def choose_backend(n: int, m: int, device: torch.device | None = None) -> str:
     if m <= n:
         return "gramian"
     dev_type = torch.device(device).type if device is not None else "cpu"
-    if dev_type == "cpu" and ACTIVE_MIN_ATOMS is not None and m >= ACTIVE_MIN_ATOMS:
-        return "active"
     if dev_type == "cpu" and MIXED_MIN_ATOMS is not None and m >= MIXED_MIN_ATOMS and cpu_has_native_bf16():
         return "mixed"
     return "factored"
-
-
-def _accepts(fn: Callable, name: str) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def check_dictionary_inputs(dictionary, inputs, where: str = "encode") -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,7 +107,7 @@ def check_tau(tau, name: str = "tau") -> float:
     ``(b - u - ...) / tau`` still moves the potentials in float64."""
     tau = finite_float(tau, name, minimum=1.0)
     if not 1.0 - 1.0 / tau < 1.0:
-        raise SpikevitError(f"{name} = {tau:g} is too large: 1 - 1/tau rounds to 1 in float64, so the potentials "
+        raise SpikevitError(f"{name} {tau:g} is too large: 1 - 1/tau rounds to 1 in float64, so the potentials "
                             "never move")
     return tau
 
@@ -148,9 +134,7 @@ def encode_trace(dictionary: torch.Tensor, inputs: torch.Tensor, *, lam: float =
             raise SpikevitError("exclude must hold one atom index (or -1) per input row")
     name = choose_backend(*phi.shape, phi.device) if backend == "auto" else backend
     fn = BACKENDS[name]
-    if "potentials" in backend_kwargs and not _accepts(fn, "potentials"):
-        backend_kwargs.pop("potentials")
-    unknown = [k for k in backend_kwargs if not _accepts(fn, k)]
+    unknown = sorted(set(backend_kwargs) - {"potentials", "allreduce"} - fn.options)
     if unknown:
         raise SpikevitError(f"LCA backend {name!r} does not take option(s) {unknown}")
     return fn(phi, s, lam=float(lam), tau=float(tau), steps=int(steps), rectify=rectify,
@@ -168,8 +152,8 @@ def encode(dictionary: torch.Tensor, inputs: torch.Tensor, *, lam: float = 2.0, 
     as in the authors' code) gives a = max(u - lam, 0); ``rectify=False`` the
     signed soft threshold; ``threshold="hard"`` keeps u where it crosses lam.
     ``backend`` is "auto", "gramian" (dense M x M, the reference),
-    "factored" (no M x M matrix) or "active" (event-driven with safe
-    screening); all agree to float32 round-off.
+    "factored" (no M x M matrix) or "mixed" (factored with a bfloat16
+    screening product); all agree to float32 round-off.
     ``exclude`` (B,) optionally silences one atom per input (-1: none).
     """
     return encode_trace(dictionary, inputs, lam=lam, tau=tau, steps=steps, rectify=rectify,

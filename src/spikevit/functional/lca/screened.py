@@ -1,6 +1,6 @@
-"""``lca_screened``: exact LCA with a shared, growing set of exactly computed atoms.
+"""``lca_screened``: exact LCA with a shared, growing set of exactly computed atoms (research backend).
 
-Same dynamics and N-space state as :func:`spikevit.functional.lca.lca_factored`
+Same dynamics and N-space state as :func:`spikevit.functional.lca.factored.lca_factored`
 (u[k] = phi^T z[k] + diag(G) v[k]), but the full (B, N) x (N, M) product is
 only formed at *refreshes*.  Between refreshes every atom i outside the
 "union" U (the atoms computed exactly, shared by all rows of the batch) is
@@ -23,6 +23,10 @@ a[K] as the dense reference to float round-off), not an approximation.
 
 Rectified thresholds only (the default, the authors' choice): the bound is
 one-sided.  ``rectify=False`` falls back to the factored form.
+
+Not in the public registry of ``spikevit.lca.encode``: on the committed
+benchmarks (docs/lca-backends.md) it is never faster than ``factored`` (the
+shared set grows with the batch); import it from this module for research.
 """
 from __future__ import annotations
 
@@ -30,8 +34,10 @@ import math
 
 import torch
 
-from spikevit.functional.lca import (LCATrace, _no_reduce, _Problem, lca_factored, screening_basis, threshold,
-                                     AllReduce)
+from spikevit.functional.lca.basis import screening_basis
+from spikevit.functional.lca.core import AllReduce, LCATrace, Problem, no_reduce, threshold
+from spikevit.functional.lca.factored import lca_factored
+from spikevit.functional.lca.protocol import lca_backend
 
 
 class _Union:
@@ -81,24 +87,25 @@ class _Union:
         return self.idx[:n], self.cols[:n], self.v[:, :n], (None if self.kp is None else self.kp[:, :n])
 
 
+@lca_backend
 def lca_screened(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, steps: int,
                  rectify: bool = True, kind: str = "soft", exclude: torch.Tensor | None = None,
-                 trace: bool = False, skip: bool = True, basis_dim: int = 32, union_cap: float = 0.08,
-                 potentials: bool = True, allreduce: AllReduce = _no_reduce) -> LCATrace:
+                 trace: bool | str = False, potentials: bool = True, allreduce: AllReduce = no_reduce,
+                 skip: bool = True, basis_dim: int = 32, union_cap: float = 0.08) -> LCATrace:
     """Exact LCA codes with screening: full products only at refreshes (see the module docstring).
 
     ``basis_dim``: size of the screening basis; ``union_cap``: fraction of M
     the exactly computed set may reach before a refresh.  Same interface and
-    result as :func:`lca_factored`; ``stats`` counts full products, refreshes
-    and the exactly computed atom-steps.
+    result as :func:`lca_factored`; ``stats`` counts full products, refreshes,
+    the exactly computed atom-steps and the FLOPs.
     """
     if not rectify:
         out = lca_factored(phi, s, lam=lam, tau=tau, steps=steps, rectify=rectify, kind=kind, exclude=exclude,
-                           trace=trace, skip=skip, potentials=potentials, allreduce=allreduce)
+                           trace=trace, potentials=potentials, allreduce=allreduce, skip=skip)
         out.stats["backend"] = "screened->factored (signed threshold)"
         return out
-    P = _Problem(phi, s, lam=lam, tau=tau, steps=steps, rectify=rectify, kind=kind, exclude=exclude,
-                 trace=trace, skip=skip, allreduce=allreduce)
+    P = Problem(phi, s, lam=lam, tau=tau, steps=steps, rectify=rectify, kind=kind, exclude=exclude,
+                trace=trace, skip=skip, allreduce=allreduce, backend="screened")
     B, M, N = P.B, P.M, P.N
     dt, dev = s.dtype, s.device
     lam = float(lam)
@@ -119,10 +126,10 @@ def lca_screened(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, 
     cap = max(64, int(union_cap * M))
     cap_now = cap
     U = _Union(phiT, B, P.keep, cap + 64)
-    stats = {"backend": "screened", "full_products": 0.0, "refreshes": 0.0, "union_atom_steps": 0.0,
-             "active_pair_steps": 0.0, "bound_tests": 0.0, "rows": B}
-    first = int(P.start[0]) if B else steps
-    n_prev = 0
+    stats = P.stats
+    stats.update({"refreshes": 0.0, "union_atom_steps": 0.0, "active_pair_steps": 0.0, "bound_tests": 0.0,
+                  "basis_dim": d})
+    first = P.first
     rows = torch.zeros(0, dtype=torch.long, device=dev)
     vals = torch.zeros(0, dtype=dt, device=dev)
     a_U = None
@@ -136,15 +143,12 @@ def lca_screened(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, 
         return out
 
     for k in range(first, steps + 1):
-        n = P.running(k)
-        if n > n_prev:  # rows starting now: z = c_k s and u = c_k b exactly (nothing was active)
-            c = P.coef(k)
-            z[n_prev:n] = c * P.s[n_prev:n]
-            z0[n_prev:n] = z[n_prev:n]
-            u0[n_prev:n] = c * P.b[n_prev:n]
+        lo, n = P.admit(k, z)
+        if n > lo:  # rows starting now: z = c_k s and u = c_k b exactly (nothing was active)
+            z0[lo:n] = z[lo:n]
+            u0[lo:n] = P.coef(k) * P.b[lo:n]
             if P.keep is not None:
-                u0[n_prev:n].masked_fill_(~P.keep[n_prev:n], -math.inf)
-            n_prev = n
+                u0[lo:n].masked_fill_(~P.keep[lo:n], -math.inf)
         for attempt in range(2):
             # ---- bound on every atom outside U, all running rows at once
             dz = z[:n] - z0[:n]
@@ -200,6 +204,7 @@ def lca_screened(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, 
         P.record(k, n, rows, vals, recon)
         if k == steps:
             break
+        stats["recon_pairs"] += float(rows.numel())
         z[:n] = P.decay * z[:n] + P.rate * (P.s[:n] - recon)
         vU[:n] = P.decay * vU[:n] + P.rate * a_U
     codes = torch.zeros(B, M, dtype=dt, device=dev)
@@ -209,11 +214,12 @@ def lca_screened(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, 
         codes[rows, idx[cidx]] = vals
     pot = None
     if potentials:
-        pot = P.coef(steps) * P.b.clone()
+        u_end = None
         if first <= steps and n:
-            pot[:n] = torch.addcmul(z[:n] @ phi, v_all(n, steps), gdiag)
+            u_end = torch.addcmul(z[:n] @ phi, v_all(n, steps), gdiag)
             stats["full_products"] += n
-        pot = P.without_excluded_drive(pot, steps)
-    stats["first_step"] = first
-    stats["basis_dim"] = d
-    return P.finish(codes, pot, min(first, steps), stats)
+        pot = P.final_potentials(u_end)
+    # per bound test of a row: dz = V c + res (two N x d products) and the (d + 1) x M bound product
+    bound = (4.0 * N * d + 2.0 * (d + 1) * M) * stats["bound_tests"]
+    flops = P.base_flops() + 2.0 * N * stats["union_atom_steps"] + bound
+    return P.finish(codes, pot, flops)

@@ -1,6 +1,6 @@
 """``lca_mixed``: exact LCA whose big product runs in bfloat16, with a proven error bound.
 
-Same dynamics and N-space state as :func:`spikevit.functional.lca.lca_factored`
+Same dynamics and N-space state as :func:`spikevit.functional.lca.factored.lca_factored`
 (u[k] = phi^T z[k] + diag(G) v[k]).  The factored form needs u for *every*
 atom at every step only to find the atoms that are (or become) active; the
 value of u matters only for those.  So each row keeps a reference
@@ -45,8 +45,10 @@ import torch
 import torch.nn.functional as F
 
 from spikevit.errors import SpikevitError
-from spikevit.functional.lca import (AllReduce, LCATrace, _no_reduce, _Problem, _reconstruct, _sampled_dots,
-                                     _SelfTerm, lca_factored)
+from spikevit.functional.lca.core import (AllReduce, LCATrace, Problem, SelfTerm, no_reduce, product_flops,
+                                          sampled_dots)
+from spikevit.functional.lca.factored import lca_factored
+from spikevit.functional.lca.protocol import lca_backend
 
 # unit roundoff of the screening formats (round to nearest even)
 UNIT_ROUNDOFF = {torch.bfloat16: 2.0 ** -8}
@@ -96,21 +98,23 @@ def screening_kernel_ok(n: int, device: torch.device, screen_dtype: torch.dtype 
     return _KERNEL_CHECKS[key]
 
 
+@lca_backend
 def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, steps: int,
               rectify: bool = True, kind: str = "soft", exclude: torch.Tensor | None = None,
-              trace: bool = False, skip: bool = True, potentials: bool = True,
-              screen_dtype: torch.dtype = torch.bfloat16, budget: float = 0.01, safety: float = 2.0,
-              refresh_share: float = 0.5,
-              allreduce: AllReduce = _no_reduce) -> LCATrace:
+              trace: bool | str = False, potentials: bool = True, allreduce: AllReduce = no_reduce,
+              skip: bool = True, screen_dtype: torch.dtype = torch.bfloat16, budget: float = 0.01,
+              safety: float = 2.0, refresh_share: float = 0.5) -> LCATrace:
     """Exact LCA (codes of :func:`lca_factored`) with a bfloat16 screening product.
 
     ``budget``: refresh a row when the bound on its screening error would exceed
     ``budget * lam`` (smaller: more float32 refreshes, fewer exactly computed atoms).
-    ``safety``: multiplies the rounding-error constants (>= 1).
+    ``safety``: multiplies the rounding-error constants (>= 1).  ``stats["flops"]``
+    includes the screening products, ``stats["flops_low_precision"]`` is their share.
     """
+    fallback = dict(lam=lam, tau=tau, steps=steps, rectify=rectify, kind=kind, exclude=exclude, trace=trace,
+                    skip=skip, potentials=potentials, allreduce=allreduce)
     if not rectify:
-        return lca_factored(phi, s, lam=lam, tau=tau, steps=steps, rectify=rectify, kind=kind, exclude=exclude,
-                            trace=trace, skip=skip, potentials=potentials, allreduce=allreduce)
+        return lca_factored(phi, s, **fallback)
     if screen_dtype not in UNIT_ROUNDOFF:
         raise SpikevitError(f"screen_dtype {screen_dtype} is not supported; choose from {list(UNIT_ROUNDOFF)}")
     if not (budget > 0 and math.isfinite(budget)):
@@ -123,10 +127,9 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
     if not ok:
         warnings.warn(f"the {screen_dtype} matrix product on {phi.device} does not meet the rounding bound the "
                       "mixed backend relies on; using the factored form (same codes, slower)", RuntimeWarning)
-        return lca_factored(phi, s, lam=lam, tau=tau, steps=steps, rectify=rectify, kind=kind, exclude=exclude,
-                            trace=trace, skip=skip, potentials=potentials, allreduce=allreduce)
-    P = _Problem(phi, s, lam=lam, tau=tau, steps=steps, rectify=rectify, kind=kind, exclude=exclude,
-                 trace=trace, skip=skip, allreduce=allreduce)
+        return lca_factored(phi, s, **fallback)
+    P = Problem(phi, s, lam=lam, tau=tau, steps=steps, rectify=rectify, kind=kind, exclude=exclude,
+                trace=trace, skip=skip, allreduce=allreduce, backend="mixed")
     B, M, N = P.B, P.M, P.N
     dev, dt = s.device, s.dtype
     unit = UNIT_ROUNDOFF[screen_dtype]
@@ -141,23 +144,18 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
     thr = torch.full((B, M), math.inf, dtype=screen_dtype, device=dev)
     pos_inf = torch.tensor(math.inf, dtype=screen_dtype, device=dev)
     track = torch.zeros(0, dtype=torch.long, device=dev)          # sorted flat (row * M + atom) tracked pairs
-    v = _SelfTerm(B, M, P.decay, s, keep_ever=False)
+    v = SelfTerm(B, M, P.decay, s, keep_ever=False)
     any_active = False                                             # v is zero until the first activation
     excluded = None if P.keep is None else ~P.keep
-    stats = {"backend": "mixed", "full_products": 0.0, "screen_products": 0.0, "tracked_pairs": 0.0,
-             "screen_hits": 0.0, "refreshes": 0.0, "active_pair_steps": 0.0, "rows": B}
-    first = int(P.start[0]) if B else steps
-    n_prev = 0
+    stats = P.stats
+    stats.update({"screen_products": 0.0, "tracked_pairs": 0.0, "screen_hits": 0.0, "refreshes": 0.0,
+                  "active_pair_steps": 0.0})
     fresh = torch.zeros(B, dtype=torch.bool, device=dev)           # rows whose z was just set in closed form
-    flat = torch.zeros(0, dtype=torch.long, device=dev)
-    vals = torch.zeros(0, dtype=dt, device=dev)
+    flat = vals = None
 
-    for k in range(first, steps + 1):
-        n = P.running(k)
-        if n > n_prev:  # rows starting now: nothing was active, z[k] = c_k s and u[k] = c_k b exactly
-            z[n_prev:n] = P.coef(k) * P.s[n_prev:n]
-            fresh[n_prev:n] = True
-            n_prev = n
+    for k in range(P.first, steps + 1):
+        lo, n = P.admit(k, z)  # rows starting now: nothing was active, z[k] = c_k s and u[k] = c_k b exactly
+        fresh[lo:n] = True
         D_all = z[:n] - z_ref[:n]
         usage = (c1 * norm_max / E) * D_all.norm(dim=1)          # share of the row's error budget in use
         refresh = fresh[:n] | (usage > 1.0)
@@ -169,7 +167,7 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
         if n_ref:
             track = track[~refresh[track // M]]
         if track.numel():
-            t_u = _sampled_dots(z[:n], phiT, track, torch.zeros(track.numel(), dtype=dt, device=dev), M)
+            t_u = sampled_dots(z[:n], phiT, track, torch.zeros(track.numel(), dtype=dt, device=dev), M)
             if any_active:
                 t_u = t_u + P.gdiag[track % M] * v.at(k, track)
             stats["tracked_pairs"] += float(track.numel())
@@ -214,7 +212,7 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
             if hit.numel():
                 rows_c = hit[:, 0] if whole else rows[hit[:, 0]]
                 f0 = rows_c * M + hit[:, 1]
-                u = _sampled_dots(z[:n], phiT, f0, torch.zeros(f0.numel(), dtype=dt, device=dev), M)
+                u = sampled_dots(z[:n], phiT, f0, torch.zeros(f0.numel(), dtype=dt, device=dev), M)
                 if any_active:
                     u = u + P.gdiag[hit[:, 1]] * v.at(k, f0)
                 stats["screen_hits"] += float(f0.numel())
@@ -229,25 +227,20 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
         order = torch.argsort(flat)
         flat, vals = flat[order], vals[order]
         stats["active_pair_steps"] += float(flat.numel())
-        recon = None
-        if k < steps or P.with_energy:
-            recon = allreduce(_reconstruct(phiT, n, flat, vals, M), "sum")
-        P.record(k, n, flat // M, vals, recon)
-        if k == steps:
+        if P.advance(k, n, z, v, phiT, flat, vals):
             break
-        z[:n] = P.decay * z[:n] + P.rate * (P.s[:n] - recon)
-        v.add(k, flat, vals, P.rate)
         any_active = any_active or flat.numel() > 0
-    n = P.running(steps)
-    codes = P.codes_from(flat if first <= steps and n else None, vals)
+    codes = P.codes_from(flat, vals)
     pot = None
     if potentials:  # one exact product for u[K] (the screening never forms it)
-        pot = P.coef(steps) * P.b.clone()
-        if first <= steps and n:
-            pot[:n] = z[:n] @ phi
+        n = P.running(steps)
+        u_end = None
+        if P.first <= steps and n:
+            u_end = z[:n] @ phi
             if any_active:
-                pot[:n] += P.gdiag * v.dense(steps, n, M)
+                u_end += P.gdiag * v.dense(steps, n, M)
             stats["full_products"] += float(n)
-        pot = P.without_excluded_drive(pot, steps)
-    stats["first_step"] = first
-    return P.finish(codes, pot, min(first, steps), stats)
+        pot = P.final_potentials(u_end)
+    low = product_flops(stats["screen_products"], N, M)
+    dots = 2.0 * N * (stats["tracked_pairs"] + stats["screen_hits"])
+    return P.finish(codes, pot, P.base_flops() + dots + low, flops_low_precision=low)
