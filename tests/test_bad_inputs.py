@@ -33,7 +33,7 @@ CASES = {
     "--steps -3": ([*LCA_RUN, "--steps", "-3"], "argument --steps: must be an integer >= 1, got -3"),
     "--steps 2.5": ([*LCA_RUN, "--steps", "2.5"], "argument --steps: must be an integer >= 1"),
     "--tau inf": ([*LCA_RUN, "--tau", "inf"], "argument --tau: must be a finite number"),
-    "--tau 1e308": ([*LCA_RUN, "--tau", "1e308"], "1 - 1/tau rounds to 1"),
+    "--tau 1e308": ([*LCA_RUN, "--tau", "1e308"], "argument --tau: 1e+308 is too large: 1 - 1/tau rounds to 1"),
     "--tau 0.5": ([*LCA_RUN, "--tau", "0.5"], "argument --tau: must be >= 1"),
     "--lam nan": ([*LCA_RUN, "--lam", "nan"], "argument --lam: must be a finite number"),
     "--encode-batch 0": ([*LCA_RUN, "--encode-batch", "0"], "argument --encode-batch: must be an integer >= 1"),
@@ -98,6 +98,13 @@ CASES = {
                               "{images_text}", "--epochs", "1", "--out", "{tmp}/r"],
                              "unreadable image {images_text}/mnist/train/5/"),
 }
+
+
+def _placeholders(text: str, fields: dict) -> str:
+    """The message with this run's temporary paths written back as their ``{name}`` fields."""
+    for name, value in sorted(fields.items(), key=lambda kv: -len(kv[1])):
+        text = text.replace(value, "{" + name + "}")
+    return text
 
 
 def _hashes(paths) -> dict:
@@ -188,7 +195,7 @@ def _checkpoints(root: Path) -> dict:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_exit_2_one_line_no_traceback_inputs_unchanged(name, files, tmp_path, capsys):
+def test_bad_input_exit_2_one_line_no_traceback_inputs_unchanged(name, files, tmp_path, capsys, record_property):
     argv_template, needle_template = CASES[name]
     fields = {**files, "tmp": str(tmp_path)}
     argv = [a.format(**fields) for a in argv_template]
@@ -198,12 +205,16 @@ def test_bad_input_exit_2_one_line_no_traceback_inputs_unchanged(name, files, tm
     code = main(argv)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip() and "img/s]" not in line and "it/s]" not in line]
+    record_property("command", " ".join(argv_template))
+    record_property("exit_code", code)
+    record_property("message", _placeholders(lines[0] if lines else err, fields))
     assert code == 2, (name, err)
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("spikevit"), lines[0]
     assert needle_template.format(**fields) in lines[0], lines[0]
     assert _hashes(watched) == before
     assert not list(tmp_path.rglob("*.tmp"))          # nothing half-written left behind
+    record_property("inputs_unchanged", len(watched))
 
 
 # ---- the same checks for library calls: a SpikevitError (a ValueError) naming the argument -----------------
@@ -266,10 +277,11 @@ def _convert_cnn():
 
 
 @pytest.mark.parametrize("name", list(API_CASES))
-def test_bad_library_argument_is_a_spikevit_error_naming_it(name):
+def test_bad_library_argument_is_a_spikevit_error_naming_it(name, record_property):
     from spikevit.errors import SpikevitError
 
     call, needle = API_CASES[name]
     with pytest.raises(SpikevitError) as info:
         call()
+    record_property("message", f"SpikevitError: {info.value}")
     assert needle in str(info.value) and "\n" not in str(info.value)

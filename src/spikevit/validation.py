@@ -187,7 +187,8 @@ def check_output(path, name: str, *, inputs: Iterable = (), directory: bool = Fa
         with tempfile.TemporaryFile(dir=parent):
             pass
     except OSError as exc:
-        raise SpikevitError(f"{name}: cannot write {p}: {exc.strerror or exc}") from None
+        raise SpikevitError(f"{name}: cannot write {p} (creating a file in {parent} failed: {exc.strerror or exc})"
+                            ) from None
     if p.exists() and not directory and not os.access(p, os.W_OK):
         raise SpikevitError(f"{name}: {p} is not writable (permission denied)")
     return p
