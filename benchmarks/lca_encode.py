@@ -5,8 +5,10 @@ memory (sampled RSS), speed-up over the dense Gramian measured in the same run
 (the dense form is timed on a slice of the batch), max code difference to the
 dense float32 and to a float64 reference, identical-prediction checks, top-1
 accuracy (max-sum / max-activation decoders), FLOPs each backend performed
-(counted from its work counters) and the machine's matmul FLOP rate measured in
-the same run (so the distance to the hardware limit is visible).
+(its own ``stats["flops"]``, see spikevit.functional.lca.core) and the machine's
+matmul FLOP rate measured in the same run (so the distance to the hardware limit
+is visible).  The research backend ``active`` (not in spikevit's public registry)
+is registered here to keep it in the comparison.
 
     python benchmarks/lca_encode.py --quick                      # minutes, for development
     python benchmarks/lca_encode.py --features mnist_pixels --sizes 5000 20000 50000 --steps 100 10
@@ -36,7 +38,8 @@ sys.path.insert(0, str(REPO / "src"))
 from spikevit.data.features import load_features  # noqa: E402
 from spikevit.lca.decoders import class_sums, max_activation  # noqa: E402
 from spikevit.lca.dictionary import normalize_atoms  # noqa: E402
-from spikevit.lca.encode import choose_backend, encode_trace  # noqa: E402
+from spikevit.functional.lca.active import lca_active  # noqa: E402
+from spikevit.lca.encode import BACKENDS, choose_backend, encode_trace, register_backend  # noqa: E402
 from spikevit.reports import write_report  # noqa: E402
 
 FEATURES = {
@@ -124,26 +127,14 @@ def timed(fn):
     return out, dt, mem.mib
 
 
-def flops_of(stats: dict, n: int, m: int, steps: int, backend: str, rows: int) -> float:
-    """Multiply-adds x 2 actually performed (per sample), from the backend's work counters."""
-    drive = 2 * n * m                                              # b = phi^T s
-    if backend == "gramian":
-        return drive + steps * 2 * m * m
-    full = stats["full_products"] * 2 * n * m
-    sparse = 2 * n * (stats.get("tracked_pair_steps", 0.0) + 2 * stats.get("active_pair_steps", 0.0))
-    tests = stats.get("full_tests", 0.0) * m * 2 * 34 + stats.get("near_tests", 0.0) * 2 * 34
-    if backend == "factored":  # reconstruction phi a from the active atoms: 2 N per active pair
-        sparse = 2 * n * stats.get("active_pair_steps", 0.0)
-    if backend == "mixed":  # float32 part; the bfloat16 screening products are counted by bf16_flops_of
-        sparse = 2 * n * (stats.get("tracked_pairs", 0.0) + stats.get("screen_hits", 0.0)
-                          + stats.get("active_pair_steps", 0.0))
-        tests = 0.0
-    return drive + (full + sparse + tests) / rows
+if "active" not in BACKENDS:  # research backend: compared here, not offered by spikevit.lca.encode
+    register_backend("active", lca_active)
 
 
-def bf16_flops_of(stats: dict, n: int, m: int, rows: int) -> float:
-    """FLOPs of the bfloat16 screening products (mixed backend), per sample."""
-    return stats.get("screen_products", 0.0) * 2 * n * m / rows
+def gflop_per_sample(stats: dict, rows: int) -> tuple[float, float | None]:
+    """(working-precision GFLOP, bfloat16 GFLOP or None) per sample from a backend's summed stats."""
+    low = stats.get("flops_low_precision", 0.0)
+    return (stats["flops"] - low) / rows / 1e9, (low / rows / 1e9 if low else None)
 
 
 def energy(atoms, s, codes, lam):
@@ -213,7 +204,7 @@ def run_config(args, name, m, steps, project, log_rows):
     rows_out.append(base | {
         "method": "dense Gramian (authors')", "ms_per_sample": dense_ms, "timed_on": n_slice,
         "samples_per_s": 1e3 / dense_ms, "speedup_vs_dense": 1.0, "peak_extra_MiB": mem_gram + mem_dense,
-        "gramian_build_s": t_gram, "GFLOP_per_sample": flops_of({}, n, m, steps, "gramian", 1) / 1e9,
+        "gramian_build_s": t_gram, "GFLOP_per_sample": out.stats["flops"] / n_slice / 1e9,
         "max_rel_diff_vs_dense32": 0.0, "max_rel_diff_vs_float64": float((dense_codes.double() - ref64).abs().max()) / scale,
         "same_maxsum_pred_as_dense": True, "top1_maxsum_%": a_ms, "top1_maxact_%": a_act, "accuracy_on": n_slice})
     rows_out[-1]["achieved_GFLOPs"] = rows_out[-1]["GFLOP_per_sample"] / (dense_ms / 1e3)
@@ -247,12 +238,12 @@ def run_config(args, name, m, steps, project, log_rows):
         if stats_sum.get("refreshes") is not None:
             stats_sum["refreshes"] /= s.shape[0]
         a_ms, a_act = acc(codes, y)
-        gflop = flops_of(stats_sum, n, m, steps, backend, s.shape[0]) / 1e9
+        gflop, gflop_low = gflop_per_sample(stats_sum, s.shape[0])
         row = base | {
             "method": label, "ms_per_sample": ms, "timed_on": int(s.shape[0]), "samples_per_s": 1e3 / ms,
             "speedup_vs_dense": dense_ms / ms, "peak_extra_MiB": mems, "gramian_build_s": None,
             "GFLOP_per_sample": gflop, "achieved_GFLOPs": gflop / (ms / 1e3),
-            "GFLOP_bf16_per_sample": bf16_flops_of(stats_sum, n, m, s.shape[0]) / 1e9 if backend == "mixed" else None,
+            "GFLOP_bf16_per_sample": gflop_low,
             "max_rel_diff_vs_dense32": float((head - dense_codes).abs().max()) / scale,
             "max_rel_diff_vs_float64": float((head.double() - ref64).abs().max()) / scale,
             "same_maxsum_pred_as_dense": bool(torch.equal(class_sums(head, labels, C).argmax(1),
@@ -389,10 +380,12 @@ def main(argv=None):
              "minimise the same energy 1/2||s - Phi a||^2 + lam ||a||_1 (a >= 0) to convergence: LCA at tau = 100, "
              "K = 100 runs one time constant and is not converged, so its codes and accuracy differ by design. "
              "Timings on a shared 2-core CPU: compare rows of the same configuration (measured in the same run), "
-             "and the matmul GFLOP/s measured alongside. `mixed` = exact backend whose per-step product runs in "
-             "bfloat16 with a proven rounding-error bound (GFLOP_bf16_per_sample), float32 for tracked atoms "
-             "(GFLOP_per_sample); `factored bf16` = the whole product in bfloat16, inexact. `(default)` marks "
-             "the backend `backend='auto'` picks on this machine." % args.batch)
+             "and the matmul GFLOP/s measured alongside. FLOPs are each backend's own stats['flops'] (2 per "
+             "multiply-add of every matrix product it ran); GFLOP_bf16_per_sample is the bfloat16 share, "
+             "GFLOP_per_sample the rest. `mixed` = exact backend whose per-step screening product runs in "
+             "bfloat16 with a proven rounding-error bound, float32 for tracked atoms; `factored bf16` = the "
+             "whole product in bfloat16, inexact. `active` = research backend (not offered by spikevit.lca.encode). "
+             "`(default)` marks the backend `backend='auto'` picks on this machine." % args.batch)
     write_report(out, "python benchmarks/lca_encode.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                  vars(args), {"rows": table, "machine_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
                  {"LCA encoding, side by side": table}, title="LCA encoding: dense Gramian vs spikevit backends vs Lasso",

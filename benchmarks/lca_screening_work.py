@@ -5,7 +5,9 @@
 
 Same inputs for every backend (dictionary and queries from benchmarks/lca_encode.py's loader). Reports,
 per sample: full (N x M) products, the exactly computed atom-steps of the `screened` backend's shared set
-(in units of full products), tracked / active pairs, the time, and the max code difference to `factored`.
+(in units of full products), tracked / active pairs, the FLOPs each backend reports (stats["flops"]), the time,
+and the max code difference to `factored`.  `active` and `screened` are research backends (not offered by
+spikevit.lca.encode); they are registered here to be compared.
 Also `screened` on two half batches, as drawn and sorted by the label of each query's strongest-drive
 exemplar, to see whether grouping similar inputs shrinks the shared set. Counts are deterministic; times are noisy on a shared CPU.
 Then the throughput of `factored` (whole batch, timed twice) and `screened` at half and quarter batches.
@@ -25,8 +27,16 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from lca_encode import FEATURES, load_problem  # noqa: E402
 
+from spikevit.functional.lca.active import lca_active  # noqa: E402
+from spikevit.functional.lca.screened import lca_screened  # noqa: E402
 from spikevit.lca import encode_trace  # noqa: E402
+from spikevit.lca.encode import BACKENDS, register_backend  # noqa: E402
 from spikevit.reports import write_report  # noqa: E402
+
+
+for _name, _fn in (("active", lca_active), ("screened", lca_screened)):  # research backends, compared here
+    if _name not in BACKENDS:
+        register_backend(_name, _fn)
 
 
 def main(argv=None) -> int:
@@ -55,7 +65,7 @@ def main(argv=None) -> int:
         outs = [encode_trace(atoms, queries[c], backend=backend, **kw) for c in chunks]
         dt = time.perf_counter() - t
         st = {k: sum(float(o.stats.get(k, 0.0)) for o in outs)
-              for k in ("full_products", "union_atom_steps", "tracked_pair_steps", "refreshes")}
+              for k in ("full_products", "union_atom_steps", "tracked_pair_steps", "refreshes", "flops")}
         codes = outs[0].codes.new_empty(b, m)
         for c, o in zip(chunks, outs):
             codes[c] = o.codes
@@ -66,6 +76,7 @@ def main(argv=None) -> int:
                      "shared_set_full_product_equivalents_per_sample": st.get("union_atom_steps", 0.0) / b / m,
                      "tracked_pairs_per_sample": st.get("tracked_pair_steps", 0.0) / b,
                      "refreshes": st.get("refreshes", 0.0),
+                     "GFLOP_per_sample": st["flops"] / b / 1e9,
                      "max_code_diff_vs_factored": float((codes - ref).abs().max())})
         print(rows[-1], flush=True)
     # throughput of factored vs screened at smaller batches (the shared set shrinks with the batch)
