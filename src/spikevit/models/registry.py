@@ -10,7 +10,7 @@ from spikevit.errors import SpikevitError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 # model files; each registers its variants when imported
-_MODEL_MODULES = ("spikevit.models.spikformer", "spikevit.models.vit")
+_MODEL_MODULES = ("spikevit.models.spikformer", "spikevit.models.vit", "spikevit.models.hybrids")
 _loaded = False
 
 
