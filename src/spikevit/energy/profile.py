@@ -354,6 +354,7 @@ class _Profiler:
         self.profile = Profile(module_order=list(self.names.values()))
         self.fn_names = _Names()
         self.sources: dict[int, tuple] = {}                    # storage -> (weakref to tensor, producer)
+        self.kinds: dict[tuple, tuple] = {}                    # tensor key -> (weakref to base, kind, c, sparse)
         self.handles = []
         self._modes = None
 
@@ -376,6 +377,25 @@ class _Profiler:
             return None
         alive = entry[0]()
         return entry[1] if alive is not None and alive.untyped_storage().data_ptr() == ptr else None
+
+    # operand kinds, cached per tensor (weights and activations read by several products: Q / K / V)
+    def classify(self, t: torch.Tensor | None) -> _rules.Operand:
+        if t is None:
+            return _rules.Operand("analog")
+        try:
+            base = t._base if t._base is not None else t
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype,
+                   t._version, t.layout)
+        except (RuntimeError, NotImplementedError):
+            return _rules.classify(t, self.max_level)
+        hit = self.kinds.get(key)
+        if hit is not None and hit[0]() is base:
+            return _rules.Operand(hit[1], hit[2], t, hit[3])
+        op = _rules.classify(t, self.max_level)
+        if len(self.kinds) > 4096:
+            self.kinds = {k: v for k, v in self.kinds.items() if v[0]() is not None}
+        self.kinds[key] = (weakref.ref(base), op.kind, op.scale, op.sparse)
+        return op
 
     # module attribution
     def _pre(self, m, args):
@@ -427,8 +447,7 @@ class _Profiler:
         fname = self.fn_names.stack[0] if self.fn_names.stack else None
         for prod in products:
             tensors = (prod.a, prod.b) if isinstance(prod, _rules.Matmul) else (prod.x, prod.w)
-            kinds = [_rules.classify(t, self.max_level) if t is not None else _rules.Operand("analog")
-                     for t in tensors]
+            kinds = [self.classify(t) for t in tensors]
             dense = prod.dense()
             macs, acs, nonzero = _rules.count(prod, kinds, dense)
             shapes = (tuple(prod.a_shape), tuple(prod.b_shape)) if isinstance(prod, _rules.Matmul) else \

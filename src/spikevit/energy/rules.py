@@ -64,7 +64,8 @@ class Operand:
         if self.kind == "analog" or self.tensor is None:
             return None
         if self.kind == "spike":
-            return self.mask()
+            # {0, c} / c is exactly {0, 1} in IEEE arithmetic: one pass instead of compare + convert
+            return self._dense().to(_acc_dtype(self.tensor)) / self.scale if self.scale > 0 else self.mask()
         return torch.round(self._dense().to(_acc_dtype(self.tensor)) / self.scale)
 
     def mask(self) -> torch.Tensor | None:
@@ -111,7 +112,8 @@ def classify(x: torch.Tensor, max_level: int = DEFAULT_MAX_LEVEL) -> Operand:
         return Operand("analog", 0.0, x)
     if hi == 0:
         return Operand("spike", 0.0, x)
-    if bool(((x == 0) | (x == hi)).all()):
+    flat = x.reshape(-1).float()
+    if float(torch.dot(flat, hi - flat)) == 0.0:      # every term x (hi - x) >= 0: zero iff x in {0, hi}
         return Operand("spike", hi, x)
     nz = x[x != 0].float()
     tol = _tolerance(x.dtype)
@@ -212,6 +214,8 @@ def count(prod, kinds: list[Operand], dense: int) -> tuple[int, int, int]:
     operand is charged for its stored entries only (``macs`` too).
     """
     events = [k.kind for k in kinds]
+    if any(k.kind == "spike" and k.scale == 0 and k.tensor is not None for k in kinds):
+        return 0, 0, 0                                     # an all-zero operand: nothing to accumulate
     if events == ["analog", "analog"]:
         stored = [k.nonzero() if k.sparse else None for k in kinds]
         macs = dense if stored == [None, None] else prod.accumulates(*stored)
