@@ -18,13 +18,19 @@ from pathlib import Path
 LEVELS = ("softmax", "attention", "all")
 
 
-def configs(part: str, ks: list[int], coding: str) -> list[dict]:
+def configs(part: str, ks: list[int], coding: str, out_dir: Path) -> list[dict]:
+    """Layer-by-layer runs at K = 12 ("tables"), whole-model runs at each K ("sweep"; K = 12 only if no
+    layer-by-layer report of that level exists: its last row is the whole model)."""
     out = []
     if part in ("tables", "both"):
         out += [{"spiking": lv, "steps": 12, "layer_by_layer": True, "coding": coding} for lv in LEVELS]
     if part in ("sweep", "both"):
-        out += [{"spiking": lv, "steps": k, "layer_by_layer": False, "coding": coding}
-                for k in ks if k != 12 for lv in LEVELS]
+        for k in ks:
+            for lv in LEVELS:
+                lbl = {"spiking": lv, "steps": 12, "layer_by_layer": True, "coding": coding}
+                if k == 12 and (part == "both" or (out_dir / f"{name_of(lbl)}.json").exists()):
+                    continue
+                out.append({"spiking": lv, "steps": k, "layer_by_layer": False, "coding": coding})
     return out
 
 
@@ -81,7 +87,7 @@ def main() -> None:
     if not args.summary:
         from spikevit.conversion import run
 
-        for c in configs(args.part, [int(k) for k in args.ks.split(",")], args.coding):
+        for c in configs(args.part, [int(k) for k in args.ks.split(",")], args.coding, out):
             if args.only and c["spiking"] not in args.only.split(","):
                 continue
             if c["spiking"] == "softmax" and c["coding"] != "rate":
