@@ -299,3 +299,15 @@ def test_provenance_through_views_and_copies():
     x = 2 * torch.rand(3, 2, 4, generator=torch.Generator().manual_seed(10))
     p = profile(net, x)
     assert _only(p).sources[0] == "lif"
+
+
+def test_torch_multihead_attention_and_encoder_layer():
+    """nn.MultiheadAttention's eval path (packed projection, fused attention) against its closed form."""
+    torch.manual_seed(0)
+    b, n, d, h, ff = 3, 5, 16, 2, 32
+    enc = nn.TransformerEncoderLayer(d, h, ff, batch_first=True).eval()
+    x = torch.randn(b, n, d, generator=torch.Generator().manual_seed(11))
+    p = profile(enc, x)
+    attn = b * n * d * 3 * d + 2 * b * n * n * d + b * n * d * d          # QKV, Q K^T and A V, out projection
+    assert p.macs == attn + 2 * b * n * d * ff and p.acs == 0
+    assert {r.module for r in p.ops} == {"self_attn", "linear1", "linear2"}
