@@ -311,3 +311,25 @@ def test_torch_multihead_attention_and_encoder_layer():
     attn = b * n * d * 3 * d + 2 * b * n * n * d + b * n * d * d          # QKV, Q K^T and A V, out projection
     assert p.macs == attn + 2 * b * n * d * ff and p.acs == 0
     assert {r.module for r in p.ops} == {"self_attn", "linear1", "linear2"}
+
+
+def test_spiking_softmax_reports_si_exp_and_si_norm_spikes():
+    from spikevit.functional.fewspike import fs_spikes
+    from spikevit.nn.spiking_softmax import SpikingSoftmax
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.softmax = SpikingSoftmax(steps=12, norm_steps=8)
+
+        def forward(self, x):
+            return self.softmax(x)
+
+    net = Net()
+    x = torch.rand(4, 6, generator=torch.Generator().manual_seed(12)) * 2 - 1
+    p = profile(net, x)
+    out = net.softmax(x)
+    si_exp = float(fs_spikes(x, net.softmax.T, net.softmax.h).sum())
+    assert p.spiking["softmax"].spikes == pytest.approx(si_exp) and p.spiking["softmax"].neurons == 24
+    norm = p.spiking["softmax.si_norm"]
+    assert norm.spikes == float((out * 8).round().sum()) and norm.steps == 8

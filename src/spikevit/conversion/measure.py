@@ -69,7 +69,8 @@ class SpikeCounter:
         out: OrderedDict[str, dict] = OrderedDict()
         for name, s in (self.profile.spiking.items() if self.profile is not None else ()):
             m = self._modules.get(name)
-            out[name] = {"layer": name, "kind": _neuron_kind(m), "time_steps": s.steps, "spikes": s.spikes,
+            out[name] = {"layer": name, "kind": _neuron_kind(m) if m is not None else s.kind, "time_steps": s.steps,
+                         "spikes": s.spikes,
                          "neurons": s.neurons}
         return out
 

@@ -419,6 +419,12 @@ class _Profiler:
                 rec.steps = steps
                 rec.calls += 1
                 self.mark_source(out, name)
+                for suffix, kind, sp, ne, st in _rules.extra_spike_records(m):
+                    extra = self.profile.spiking.setdefault(f"{name}.{suffix}", SpikeRecord(f"{name}.{suffix}", kind))
+                    extra.spikes += sp
+                    extra.neurons += ne
+                    extra.steps = st
+                    extra.calls += 1
         if self.stack:
             self.stack.pop()
 

@@ -324,6 +324,19 @@ def _last_stats(module, args, out) -> tuple[float, float, int]:
     return float(module.last_spikes), float(module.last_neurons), int(getattr(module, "steps", 1))
 
 
+def extra_spike_records(module) -> list[tuple[str, str, float, float, int]]:
+    """Second spiking populations inside one module: ``(suffix, kind, spikes, neurons, steps)``.
+
+    The SIT spiking softmax with quantised SI-norm (``norm_steps``) reports its SI-norm neurons here
+    (``<module>.si_norm``): output multiples of 1 / norm_steps, one spike per unit.
+    """
+    spikes = getattr(module, "last_norm_spikes", None)
+    if spikes is None:
+        return []
+    steps = int(getattr(module, "norm_steps", 0) or 0)
+    return [("si_norm", f"SI-norm (K={steps})", float(spikes), float(module.last_neurons), steps)]
+
+
 def _spiking_rules() -> dict:
     from spikevit.nn.dtss import DTSSLIF
     from spikevit.nn.lif import LIF
