@@ -98,6 +98,133 @@ def screening_kernel_ok(n: int, device: torch.device, screen_dtype: torch.dtype 
     return _KERNEL_CHECKS[key]
 
 
+class _Screen:
+    """Per-row reference points z_ref, bfloat16 screening thresholds and the tracked (exact) pairs.
+
+    One step = :meth:`due` (rows whose error budget is used up get a float32
+    refresh), then three sources of candidate pairs -- :meth:`tracked` (exact dot
+    products), :meth:`refresh` (exact full rows) and :meth:`screen` (the bfloat16
+    product on the other rows) -- merged by :meth:`step`.
+    """
+
+    def __init__(self, P: Problem, phi: torch.Tensor, screen_dtype: torch.dtype, budget: float, safety: float,
+                 refresh_share: float):
+        B, M, N = P.B, P.M, P.N
+        dev, dt = P.s.device, P.s.dtype
+        self.P, self.phi, self.dt, self.screen_dtype = P, phi, dt, screen_dtype
+        self.unit = UNIT_ROUNDOFF[screen_dtype]
+        self.c1, self.c2 = bf16_product_bound(N, self.unit, safety)
+        self.norm_max = float(P.allreduce(P.gdiag.max().sqrt().reshape(1).clone(), "max")) if M else 0.0
+        self.E = budget * P.lam
+        self.refresh_share = refresh_share
+        self.phiT = phi.T.contiguous()                             # (M, N) rows for gathers
+        self.phi_lo = self.phiT.to(screen_dtype)                   # (M, N): F.linear reads it ~1.4x faster
+        self.z_ref = torch.zeros(B, N, dtype=dt, device=dev)
+        # screening thresholds; +inf for tracked atoms (computed exactly) and excluded ones
+        self.thr = torch.full((B, M), math.inf, dtype=screen_dtype, device=dev)
+        self.pos_inf = torch.tensor(math.inf, dtype=screen_dtype, device=dev)
+        self.track = torch.zeros(0, dtype=torch.long, device=dev)  # sorted flat (row * M + atom) tracked pairs
+        self.any_active = False                                    # v is zero until the first activation
+        self.excluded = None if P.keep is None else ~P.keep
+        self.fresh = torch.zeros(B, dtype=torch.bool, device=dev)  # rows whose z was just set in closed form
+        P.stats.update({"screen_products": 0.0, "tracked_pairs": 0.0, "screen_hits": 0.0, "refreshes": 0.0,
+                        "active_pair_steps": 0.0})
+
+    def due(self, n: int, z: torch.Tensor):
+        """(rows to refresh (n,) bool, D = z - z_ref (n, N)): new rows, and rows whose budget is used up."""
+        D_all = z[:n] - self.z_ref[:n]
+        usage = (self.c1 * self.norm_max / self.E) * D_all.norm(dim=1)  # share of the row's error budget in use
+        refresh = self.fresh[:n] | (usage > 1.0)
+        if bool((refresh & ~self.fresh[:n]).any()):  # a float32 product is due: take rows that are half-way too
+            refresh |= usage > self.refresh_share
+        return refresh, D_all
+
+    def _exact(self, k: int, n: int, z: torch.Tensor, v: SelfTerm, flat: torch.Tensor,
+               atoms: torch.Tensor) -> torch.Tensor:
+        """Exact float32 potentials at the flat pairs (``atoms`` = flat % M): phi_i^T z + diag(G)_i v_i."""
+        u = sampled_dots(z[:n], self.phiT, flat, torch.zeros(flat.numel(), dtype=self.dt, device=flat.device),
+                         self.P.M)
+        if self.any_active:
+            u = u + self.P.gdiag[atoms] * v.at(k, flat)
+        return u
+
+    def tracked(self, k: int, n: int, z: torch.Tensor, v: SelfTerm, refresh: torch.Tensor, n_ref: int):
+        """Tracked atoms of rows that are not refreshed: exact float32 dot products at those pairs only."""
+        M = self.P.M
+        if n_ref:
+            self.track = self.track[~refresh[self.track // M]]
+        if not self.track.numel():
+            return None
+        t_u = self._exact(k, n, z, v, self.track, self.track % M)
+        self.P.stats["tracked_pairs"] += float(self.track.numel())
+        return self.P.active_pairs(self.track, t_u)
+
+    def refresh(self, k: int, z: torch.Tensor, v: SelfTerm, refresh: torch.Tensor):
+        """Refreshed rows: every potential exact (free for starting rows), new reference and thresholds."""
+        P, M, E, lam = self.P, self.P.M, self.E, self.P.lam
+        ref_rows = torch.nonzero(refresh).squeeze(1)
+        new_rows = self.fresh[ref_rows]
+        old = ref_rows[~new_rows]
+        u_full = P.coef(k) * P.b[ref_rows]
+        if old.numel():
+            u_full[~new_rows] = z[old] @ self.phi
+            P.stats["full_products"] += float(old.numel())
+            P.stats["refreshes"] += float(old.numel())
+        if self.any_active:
+            u_full = u_full + P.gdiag * v.rows(k, ref_rows)
+        self.fresh[ref_rows] = False
+        margin = lam - u_full
+        t = round_down((margin - E) / (1.0 + self.c2), self.screen_dtype, self.unit)
+        near = margin <= E                                         # includes the active atoms
+        t = t.masked_fill(near, math.inf)
+        if self.excluded is not None:
+            t = t.masked_fill(self.excluded[ref_rows], math.inf)
+        self.thr[ref_rows] = t
+        self.z_ref[ref_rows] = z[ref_rows]
+        hit = torch.nonzero(near)
+        f0 = ref_rows[hit[:, 0]] * M + hit[:, 1]
+        self.track = torch.cat([self.track, f0])
+        return P.active_pairs(f0, u_full[hit[:, 0], hit[:, 1]])
+
+    def screen(self, k: int, n: int, z: torch.Tensor, v: SelfTerm, refresh: torch.Tensor, n_ref: int,
+               D_all: torch.Tensor):
+        """The other atoms of the other rows: one low-precision product against the thresholds."""
+        P, M = self.P, self.P.M
+        whole = n_ref == 0                                         # plain slices, no copies
+        rows = None if whole else torch.nonzero(~refresh).squeeze(1)
+        D = D_all if whole else D_all[rows]
+        Pm = F.linear(D.to(self.screen_dtype), self.phi_lo)        # (|S|, M) low-precision increment
+        P.stats["screen_products"] += float(Pm.shape[0])
+        hit = torch.nonzero(Pm >= (self.thr[:n] if whole else self.thr[rows]))
+        if not hit.numel():
+            return None
+        rows_c = hit[:, 0] if whole else rows[hit[:, 0]]
+        f0 = rows_c * M + hit[:, 1]
+        u = self._exact(k, n, z, v, f0, hit[:, 1])
+        P.stats["screen_hits"] += float(f0.numel())
+        self.thr.view(-1)[f0] = self.pos_inf                       # tracked (exact) from now on
+        self.track = torch.cat([self.track, f0])
+        return P.active_pairs(f0, u)
+
+    def step(self, k: int, n: int, z: torch.Tensor, v: SelfTerm):
+        """a[k] of the first n rows as sorted (flat index, value) pairs."""
+        refresh, D_all = self.due(n, z)
+        n_ref = int(refresh.sum())
+        pieces = [self.tracked(k, n, z, v, refresh, n_ref)]
+        if n_ref:
+            pieces.append(self.refresh(k, z, v, refresh))
+        if n_ref < n:
+            pieces.append(self.screen(k, n, z, v, refresh, n_ref, D_all))
+        pieces = [p for p in pieces if p is not None]
+        self.track = torch.sort(self.track).values
+        dev = z.device
+        flat = torch.cat([f for f, _ in pieces]) if pieces else torch.zeros(0, dtype=torch.long, device=dev)
+        vals = torch.cat([a for _, a in pieces]) if pieces else torch.zeros(0, dtype=self.dt, device=dev)
+        order = torch.argsort(flat)
+        self.P.stats["active_pair_steps"] += float(flat.numel())
+        return flat[order], vals[order]
+
+
 @lca_backend
 def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, steps: int,
               rectify: bool = True, kind: str = "soft", exclude: torch.Tensor | None = None,
@@ -131,105 +258,17 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
     P = Problem(phi, s, lam=lam, tau=tau, steps=steps, rectify=rectify, kind=kind, exclude=exclude,
                 trace=trace, skip=skip, allreduce=allreduce, backend="mixed")
     B, M, N = P.B, P.M, P.N
-    dev, dt = s.device, s.dtype
-    unit = UNIT_ROUNDOFF[screen_dtype]
-    c1, c2 = bf16_product_bound(N, unit, safety)
-    norm_max = float(allreduce(P.gdiag.max().sqrt().reshape(1).clone(), "max")) if M else 0.0
-    E = budget * lam
-    phiT = phi.T.contiguous()                                      # (M, N) rows for gathers
-    phi_lo = phiT.to(screen_dtype)                                # (M, N): F.linear reads it ~1.4x faster
-    z = torch.zeros(B, N, dtype=dt, device=dev)
-    z_ref = torch.zeros(B, N, dtype=dt, device=dev)
-    # screening thresholds; +inf for tracked atoms (computed exactly) and excluded ones
-    thr = torch.full((B, M), math.inf, dtype=screen_dtype, device=dev)
-    pos_inf = torch.tensor(math.inf, dtype=screen_dtype, device=dev)
-    track = torch.zeros(0, dtype=torch.long, device=dev)          # sorted flat (row * M + atom) tracked pairs
+    S = _Screen(P, phi, screen_dtype, budget, safety, refresh_share)
+    z = torch.zeros(B, N, dtype=s.dtype, device=s.device)
     v = SelfTerm(B, M, P.decay, s, keep_ever=False)
-    any_active = False                                             # v is zero until the first activation
-    excluded = None if P.keep is None else ~P.keep
-    stats = P.stats
-    stats.update({"screen_products": 0.0, "tracked_pairs": 0.0, "screen_hits": 0.0, "refreshes": 0.0,
-                  "active_pair_steps": 0.0})
-    fresh = torch.zeros(B, dtype=torch.bool, device=dev)           # rows whose z was just set in closed form
     flat = vals = None
-
     for k in range(P.first, steps + 1):
         lo, n = P.admit(k, z)  # rows starting now: nothing was active, z[k] = c_k s and u[k] = c_k b exactly
-        fresh[lo:n] = True
-        D_all = z[:n] - z_ref[:n]
-        usage = (c1 * norm_max / E) * D_all.norm(dim=1)          # share of the row's error budget in use
-        refresh = fresh[:n] | (usage > 1.0)
-        if bool((refresh & ~fresh[:n]).any()):  # a float32 product is due: take rows that are half-way too
-            refresh |= usage > refresh_share
-        n_ref = int(refresh.sum())
-        pieces_flat, pieces_vals = [], []
-        # 1) tracked atoms of rows that are not refreshed: exact float32 dot products at those pairs only
-        if n_ref:
-            track = track[~refresh[track // M]]
-        if track.numel():
-            t_u = sampled_dots(z[:n], phiT, track, torch.zeros(track.numel(), dtype=dt, device=dev), M)
-            if any_active:
-                t_u = t_u + P.gdiag[track % M] * v.at(k, track)
-            stats["tracked_pairs"] += float(track.numel())
-            f, a = P.active_pairs(track, t_u)
-            pieces_flat.append(f)
-            pieces_vals.append(a)
-        # 2) refreshed rows: every potential exact (free for starting rows), new reference and thresholds
-        if n_ref:
-            ref_rows = torch.nonzero(refresh).squeeze(1)
-            new_rows = fresh[ref_rows]
-            old = ref_rows[~new_rows]
-            u_full = P.coef(k) * P.b[ref_rows]
-            if old.numel():
-                u_full[~new_rows] = z[old] @ phi
-                stats["full_products"] += float(old.numel())
-                stats["refreshes"] += float(old.numel())
-            if any_active:
-                u_full = u_full + P.gdiag * v.rows(k, ref_rows)
-            fresh[ref_rows] = False
-            margin = lam - u_full
-            t = round_down((margin - E) / (1.0 + c2), screen_dtype, unit)
-            near = margin <= E                                     # includes the active atoms
-            t = t.masked_fill(near, math.inf)
-            if excluded is not None:
-                t = t.masked_fill(excluded[ref_rows], math.inf)
-            thr[ref_rows] = t
-            z_ref[ref_rows] = z[ref_rows]
-            hit = torch.nonzero(near)
-            f0 = ref_rows[hit[:, 0]] * M + hit[:, 1]
-            track = torch.cat([track, f0])
-            f, a = P.active_pairs(f0, u_full[hit[:, 0], hit[:, 1]])
-            pieces_flat.append(f)
-            pieces_vals.append(a)
-        # 3) screening of the other atoms of the other rows: one low-precision product
-        if n_ref < n:
-            whole = n_ref == 0                                     # plain slices, no copies
-            rows = None if whole else torch.nonzero(~refresh).squeeze(1)
-            D = D_all if whole else D_all[rows]
-            Pm = F.linear(D.to(screen_dtype), phi_lo)              # (|S|, M) low-precision increment
-            stats["screen_products"] += float(Pm.shape[0])
-            hit = torch.nonzero(Pm >= (thr[:n] if whole else thr[rows]))
-            if hit.numel():
-                rows_c = hit[:, 0] if whole else rows[hit[:, 0]]
-                f0 = rows_c * M + hit[:, 1]
-                u = sampled_dots(z[:n], phiT, f0, torch.zeros(f0.numel(), dtype=dt, device=dev), M)
-                if any_active:
-                    u = u + P.gdiag[hit[:, 1]] * v.at(k, f0)
-                stats["screen_hits"] += float(f0.numel())
-                thr.view(-1)[f0] = pos_inf                         # tracked (exact) from now on
-                track = torch.cat([track, f0])
-                f, a = P.active_pairs(f0, u)
-                pieces_flat.append(f)
-                pieces_vals.append(a)
-        track = torch.sort(track).values
-        flat = torch.cat(pieces_flat) if pieces_flat else torch.zeros(0, dtype=torch.long, device=dev)
-        vals = torch.cat(pieces_vals) if pieces_vals else torch.zeros(0, dtype=dt, device=dev)
-        order = torch.argsort(flat)
-        flat, vals = flat[order], vals[order]
-        stats["active_pair_steps"] += float(flat.numel())
-        if P.advance(k, n, z, v, phiT, flat, vals):
+        S.fresh[lo:n] = True
+        flat, vals = S.step(k, n, z, v)
+        if P.advance(k, n, z, v, S.phiT, flat, vals):
             break
-        any_active = any_active or flat.numel() > 0
+        S.any_active = S.any_active or flat.numel() > 0
     codes = P.codes_from(flat, vals)
     pot = None
     if potentials:  # one exact product for u[K] (the screening never forms it)
@@ -237,10 +276,11 @@ def lca_mixed(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, ste
         u_end = None
         if P.first <= steps and n:
             u_end = z[:n] @ phi
-            if any_active:
+            if S.any_active:
                 u_end += P.gdiag * v.dense(steps, n, M)
-            stats["full_products"] += float(n)
+            P.stats["full_products"] += float(n)
         pot = P.final_potentials(u_end)
+    stats = P.stats
     low = product_flops(stats["screen_products"], N, M)
     dots = 2.0 * N * (stats["tracked_pairs"] + stats["screen_hits"])
     return P.finish(codes, pot, P.base_flops() + dots + low, flops_low_precision=low)

@@ -86,6 +86,91 @@ class _Union:
         n = self.size
         return self.idx[:n], self.cols[:n], self.v[:, :n], (None if self.kp is None else self.kp[:, :n])
 
+class _Bound:
+    """Reference point of the bound (z0, exact u0 and v0 at the last refresh) and the exactly computed set U."""
+
+    def __init__(self, P: Problem, phi: torch.Tensor, basis_dim: int, union_cap: float):
+        B, M, N = P.B, P.M, P.N
+        dt, dev = P.s.dtype, P.s.device
+        self.P, self.phi = P, phi
+        self.lam = float(P.lam)
+        self.V, PT, rho, norms, phiT = screening_basis(phi, basis_dim)
+        self.Pext = torch.cat([PT, rho[:, None]], 1).T.contiguous()  # (d + 1, M)
+        self.d = self.V.shape[1]
+        self.eps = torch.finfo(dt).eps
+        self.maxnorm = float(norms.max())
+        self.s_norm = P.s.norm(dim=1)
+        self.z0 = torch.zeros(B, N, dtype=dt, device=dev)          # z at the row's reference point
+        self.u0 = torch.zeros(B, M, dtype=dt, device=dev)          # exact u at the reference (incl. self term)
+        self.v0 = torch.zeros(B, M, dtype=dt, device=dev)          # v at the last refresh (all atoms)
+        self.k_ref = 0
+        self.gv0max = torch.zeros(B, dtype=dt, device=dev)
+        self.cap = max(64, int(union_cap * M))
+        self.cap_now = self.cap
+        self.U = _Union(phiT, B, P.keep, self.cap + 64)
+        P.stats.update({"refreshes": 0.0, "union_atom_steps": 0.0, "active_pair_steps": 0.0, "bound_tests": 0.0,
+                        "basis_dim": self.d})
+
+    def start(self, k: int, lo: int, n: int, z: torch.Tensor):
+        """Rows [lo, n) start at step k: z = c_k s and u = c_k b exactly (nothing was active)."""
+        P = self.P
+        self.z0[lo:n] = z[lo:n]
+        self.u0[lo:n] = P.coef(k) * P.b[lo:n]
+        if P.keep is not None:
+            self.u0[lo:n].masked_fill_(~P.keep[lo:n], -math.inf)
+
+    def v_all(self, n: int, k: int) -> torch.Tensor:
+        """v[k] of every atom for the first n rows: decayed refresh values, exact values on U."""
+        out = self.v0[:n] * (self.P.decay ** (k - self.k_ref))
+        idx, _, vU, _ = self.U.view()
+        if idx.numel():
+            out[:, idx] = vU[:n]
+        return out
+
+    def test(self, n: int, z: torch.Tensor) -> torch.Tensor:
+        """Atoms outside U whose bound reaches lam in any of the first n rows (one (n, d+1) x (d+1, M) product)."""
+        V, lam = self.V, self.lam
+        dz = z[:n] - self.z0[:n]
+        c = dz @ V                                                 # (n, d)
+        e = (dz - c @ V.T).norm(dim=1)
+        tol = 64 * self.eps * (self.maxnorm * (self.z0[:n].norm(dim=1) + dz.norm(dim=1) + self.s_norm[:n])
+                               + self.gv0max[:n] + lam)
+        bound = torch.addmm(self.u0[:n], torch.cat([c, e[:, None]], 1), self.Pext)
+        hit = bound >= (lam - tol)[:, None]
+        idx = self.U.view()[0]
+        if idx.numel():
+            hit.index_fill_(1, idx, False)
+        self.P.stats["bound_tests"] += n
+        return torch.nonzero(hit.any(0)).squeeze(1)
+
+    def refresh(self, k: int, n: int, z: torch.Tensor):
+        """Exact potentials of every atom (one full product per row); the bound restarts here and U empties."""
+        P, gdiag = self.P, self.P.gdiag
+        va = self.v_all(n, k)
+        self.u0[:n] = torch.addcmul(z[:n] @ self.phi, va, gdiag)
+        if P.keep is not None:
+            self.u0[:n].masked_fill_(~P.keep[:n], -math.inf)
+        self.v0[:n] = va
+        self.v0[n:] = 0
+        self.k_ref = k
+        self.gv0max[:n] = (va * gdiag).amax(1)
+        self.z0[:n] = z[:n]
+        self.U.clear()
+        P.stats["full_products"] += n
+        P.stats["refreshes"] += 1
+
+    def grow(self, k: int, n: int, z: torch.Tensor):
+        """Add the atoms whose bound reaches lam to U; refresh first when U would outgrow its cap."""
+        new = self.test(n, z)
+        refreshed = self.U.size + new.numel() > self.cap_now
+        if refreshed:
+            self.refresh(k, n, z)
+            new = self.test(n, z)
+        if new.numel():
+            self.U.add(new, self.v0[:, new] * (self.P.decay ** (k - self.k_ref)))
+        if refreshed:  # just refreshed: leave room to grow beyond the atoms needed right now
+            self.cap_now = max(self.cap, 2 * self.U.size)
+
 
 @lca_backend
 def lca_screened(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, steps: int,
@@ -108,84 +193,21 @@ def lca_screened(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, 
                 trace=trace, skip=skip, allreduce=allreduce, backend="screened")
     B, M, N = P.B, P.M, P.N
     dt, dev = s.dtype, s.device
-    lam = float(lam)
-    V, PT, rho, norms, phiT = screening_basis(phi, basis_dim)
-    Pext = torch.cat([PT, rho[:, None]], 1).T.contiguous()          # (d + 1, M)
-    d = V.shape[1]
-    eps = torch.finfo(dt).eps
-    maxnorm = float(norms.max())
-    gdiag = P.gdiag
-    s_norm = P.s.norm(dim=1)
-
+    S = _Bound(P, phi, basis_dim, union_cap)
+    U, gdiag, stats = S.U, P.gdiag, P.stats
     z = torch.zeros(B, N, dtype=dt, device=dev)
-    z0 = torch.zeros_like(z)                                         # z at the row's reference point
-    u0 = torch.zeros(B, M, dtype=dt, device=dev)                     # exact u at the reference (incl. self term)
-    v0 = torch.zeros(B, M, dtype=dt, device=dev)                     # v at the last refresh (all atoms)
-    k_ref = 0
-    gv0max = torch.zeros(B, dtype=dt, device=dev)
-    cap = max(64, int(union_cap * M))
-    cap_now = cap
-    U = _Union(phiT, B, P.keep, cap + 64)
-    stats = P.stats
-    stats.update({"refreshes": 0.0, "union_atom_steps": 0.0, "active_pair_steps": 0.0, "bound_tests": 0.0,
-                  "basis_dim": d})
-    first = P.first
     rows = torch.zeros(0, dtype=torch.long, device=dev)
     vals = torch.zeros(0, dtype=dt, device=dev)
     a_U = None
-
-    def v_all(n: int, k: int) -> torch.Tensor:
-        """v[k] of every atom for the first n rows: decayed refresh values, exact values on U."""
-        out = v0[:n] * (P.decay ** (k - k_ref))
-        idx, _, vU, _ = U.view()
-        if idx.numel():
-            out[:, idx] = vU[:n]
-        return out
-
-    for k in range(first, steps + 1):
+    for k in range(P.first, steps + 1):
         lo, n = P.admit(k, z)
-        if n > lo:  # rows starting now: z = c_k s and u = c_k b exactly (nothing was active)
-            z0[lo:n] = z[lo:n]
-            u0[lo:n] = P.coef(k) * P.b[lo:n]
-            if P.keep is not None:
-                u0[lo:n].masked_fill_(~P.keep[lo:n], -math.inf)
-        for attempt in range(2):
-            # ---- bound on every atom outside U, all running rows at once
-            dz = z[:n] - z0[:n]
-            c = dz @ V                                               # (n, d)
-            e = (dz - c @ V.T).norm(dim=1)
-            tol = 64 * eps * (maxnorm * (z0[:n].norm(dim=1) + dz.norm(dim=1) + s_norm[:n]) + gv0max[:n] + lam)
-            bound = torch.addmm(u0[:n], torch.cat([c, e[:, None]], 1), Pext)
-            hit = bound >= (lam - tol)[:, None]
-            idx = U.view()[0]
-            if idx.numel():
-                hit.index_fill_(1, idx, False)
-            new = torch.nonzero(hit.any(0)).squeeze(1)
-            stats["bound_tests"] += n
-            del bound, hit
-            if U.size + new.numel() <= cap_now or attempt == 1:
-                break
-            # ---- refresh: exact potentials of every atom, the bound restarts from here
-            va = v_all(n, k)
-            u0[:n] = torch.addcmul(z[:n] @ phi, va, gdiag)
-            if P.keep is not None:
-                u0[:n].masked_fill_(~P.keep[:n], -math.inf)
-            v0[:n] = va
-            v0[n:] = 0
-            k_ref = k
-            gv0max[:n] = (va * gdiag).amax(1)
-            z0[:n] = z[:n]
-            U.clear()
-            stats["full_products"] += n
-            stats["refreshes"] += 1
-        if new.numel():
-            U.add(new, v0[:, new] * (P.decay ** (k - k_ref)))
-        if attempt == 1:  # just refreshed: leave room to grow beyond the atoms needed right now
-            cap_now = max(cap, 2 * U.size)
-        # ---- exact potentials and codes of the atoms in U
+        if n > lo:
+            S.start(k, lo, n, z)
+        S.grow(k, n, z)
+        # exact potentials and codes of the atoms in U
         idx, cols, vU, kpU = U.view()
         uU = torch.addcmul(z[:n] @ cols.T, vU[:n], gdiag[idx])      # (n, |U|)
-        a_U = threshold(uU, lam, True, kind)
+        a_U = threshold(uU, S.lam, True, kind)
         if kpU is not None:
             a_U = a_U * kpU[:n]
         nz = torch.nonzero(a_U)
@@ -193,6 +215,7 @@ def lca_screened(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, 
         vals = a_U[rows, cidx]
         stats["union_atom_steps"] += float(n * idx.numel())
         stats["active_pair_steps"] += float(rows.numel())
+        # reconstruction from U's columns, trace, update of z and of U's self terms
         recon = None
         if k < steps or P.with_energy:
             if rows.numel():
@@ -208,18 +231,17 @@ def lca_screened(phi: torch.Tensor, s: torch.Tensor, *, lam: float, tau: float, 
         z[:n] = P.decay * z[:n] + P.rate * (P.s[:n] - recon)
         vU[:n] = P.decay * vU[:n] + P.rate * a_U
     codes = torch.zeros(B, M, dtype=dt, device=dev)
-    n = P.running(steps)
-    if first <= steps and a_U is not None and rows.numel():
-        idx = U.view()[0]
-        codes[rows, idx[cidx]] = vals
+    if P.first <= steps and a_U is not None and rows.numel():
+        codes[rows, U.view()[0][cidx]] = vals
     pot = None
     if potentials:
+        n = P.running(steps)
         u_end = None
-        if first <= steps and n:
-            u_end = torch.addcmul(z[:n] @ phi, v_all(n, steps), gdiag)
+        if P.first <= steps and n:
+            u_end = torch.addcmul(z[:n] @ phi, S.v_all(n, steps), gdiag)
             stats["full_products"] += n
         pot = P.final_potentials(u_end)
     # per bound test of a row: dz = V c + res (two N x d products) and the (d + 1) x M bound product
+    d = S.d
     bound = (4.0 * N * d + 2.0 * (d + 1) * M) * stats["bound_tests"]
-    flops = P.base_flops() + 2.0 * N * stats["union_atom_steps"] + bound
-    return P.finish(codes, pot, flops)
+    return P.finish(codes, pot, P.base_flops() + 2.0 * N * stats["union_atom_steps"] + bound)
