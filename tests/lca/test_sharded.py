@@ -98,7 +98,7 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, env):
         assert torch.equal(got[f"{backend}.max_activation"], max_activation(ref.codes, labels))
 
 
-def test_command_line_under_torchrun(tmp_path, env):
+def test_lca_shard_command_under_torchrun(tmp_path, env):
     from spikevit.data.features import extract_features, load_features
     from spikevit.lca import Dictionary
 
@@ -107,8 +107,8 @@ def test_command_line_under_torchrun(tmp_path, env):
     test = load_features(test_dir)
     d = Dictionary.from_features(train.features, train.labels, 401, seed=0, backbone=train.backbone, dataset="digits")
     d.save(tmp_path / "dict.safetensors")
-    _torchrun(["-m", "spikevit.lca.distributed", "--dictionary", str(tmp_path / "dict.safetensors"),
-               "--features", str(test_dir), "--device", "cpu", "--batch-size", "25",
+    _torchrun(["-m", "spikevit.cli.main", "lca", "shard", "--dictionary", str(tmp_path / "dict.safetensors"),
+               "--features", str(test_dir), "--device", "cpu", "--encode-batch", "25",
                "--json", str(tmp_path / "res.json"), "--codes-out", str(tmp_path / "codes.safetensors")], env)
     res = json.loads((tmp_path / "res.json").read_text())
     assert res["results"]["world_size"] == 2 and res["results"]["atoms_per_rank"] == 201

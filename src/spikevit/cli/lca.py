@@ -1,11 +1,12 @@
 """``spikevit lca``: exemplar LCA decoder (extract, fit, encode, evaluate, add, run)."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
-from spikevit.lca.encode import check_tau
+from spikevit.lca.distributed import SHARDABLE, ShardedRun
+from spikevit.lca.encode import BACKENDS
+from spikevit.lca.params import LCA_DEFAULTS, LCAParams, check_tau
 from spikevit.validation import (
     arg_non_negative_float,
     arg_non_negative_int,
@@ -31,16 +32,18 @@ def _add_backbone_args(p):
     p.add_argument("--workers", type=arg_non_negative_int, default=0, help="data loader worker processes")
 
 
-def _add_lca_args(p):
-    p.add_argument("--lam", type=arg_non_negative_float, default=2.0, help="threshold lambda")
-    p.add_argument("--tau", type=arg_tau, default=100.0, help="time constant tau (steps)")
-    p.add_argument("--steps", type=arg_positive_int, default=100, help="number of LCA steps K")
+def _add_lca_args(p, backends: tuple[str, ...] | None = None):
+    """The LCAParams options (defaults from :data:`LCA_DEFAULTS`) and the encoding batch."""
+    p.add_argument("--lam", type=arg_non_negative_float, default=LCA_DEFAULTS.lam, help="threshold lambda")
+    p.add_argument("--tau", type=arg_tau, default=LCA_DEFAULTS.tau, help="time constant tau (steps)")
+    p.add_argument("--steps", type=arg_positive_int, default=LCA_DEFAULTS.steps, help="number of LCA steps K")
     p.add_argument("--signed", action="store_true", help="signed soft threshold (default: rectified, as the "
                    "authors' code: a = max(u - lam, 0))")
-    p.add_argument("--threshold", default="soft", choices=["soft", "hard"])
-    p.add_argument("--backend", default="auto",
-                   help="LCA backend (all exact): auto (gramian for M <= N; mixed from M >= 16,384 on CPUs with "
-                        "native bfloat16; else factored), gramian, factored, active, screened, mixed")
+    p.add_argument("--threshold", default=LCA_DEFAULTS.threshold, choices=["soft", "hard"])
+    choices = backends or ("auto", *BACKENDS)
+    p.add_argument("--backend", default=LCA_DEFAULTS.backend, choices=choices,
+                   help="LCA backend, all exact: auto picks gramian for M <= N, mixed from M >= 16,384 on CPUs "
+                        "with native bfloat16, else factored")
     p.add_argument("--encode-batch", type=arg_positive_int, default=256, help="inputs per LCA batch")
 
 
@@ -104,6 +107,20 @@ def register(sub) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_add)
 
+    p = cmds.add_parser("shard", help="encode + decode with a dictionary sharded over torchrun ranks",
+                        formatter_class=HELP_FMT,
+                        description="Run under torchrun (one process per device; gloo on CPU, NCCL on GPUs): "
+                                    "torchrun --nproc-per-node 4 $(which spikevit) lca shard --dictionary D "
+                                    "--features FOLDER. Each rank holds a contiguous slice of the atoms; one "
+                                    "all-reduce of the (B, N) reconstruction per step.")
+    p.add_argument("--dictionary", required=True, help="dictionary file; each rank reads only its columns")
+    p.add_argument("--features", required=True, help="extracted feature split folder (spikevit lca extract)")
+    _add_lca_args(p, backends=("auto", *SHARDABLE))
+    p.add_argument("--limit", type=arg_positive_int, default=None, help="first N rows of the split only")
+    add_device_arg(p); add_json_arg(p, ShardedRun.json)
+    p.add_argument("--codes-out", default=None, help="also gather the codes on rank 0 and save them (small runs)")
+    p.set_defaults(func=cmd_shard)
+
     p = cmds.add_parser("backbones", help="list the registered backbones", formatter_class=HELP_FMT)
     p.set_defaults(func=cmd_backbones)
 
@@ -146,9 +163,11 @@ def _features(args, split):
     return load_features(_extract(args, split))
 
 
-def _lca_kwargs(args) -> dict:
-    return dict(lam=args.lam, tau=args.tau, steps=args.steps, rectify=not args.signed,
-                threshold=args.threshold, backend=args.backend)
+def lca_params(args) -> LCAParams:
+    """The :class:`LCAParams` of the ``--lam --tau --steps --signed --threshold --backend`` options."""
+    return LCAParams(lam=args.lam, tau=args.tau, steps=args.steps, rectify=not args.signed,
+                     threshold=args.threshold, backend=args.backend)
+
 
 
 def cmd_extract(args):
@@ -173,7 +192,7 @@ def cmd_fit(args):
 def _evaluate_and_report(args, dictionary, train, test):
     from spikevit.lca.pipeline import evaluate, write_evaluation
 
-    result = evaluate(dictionary, test, train, **_lca_kwargs(args), batch_size=args.encode_batch,
+    result = evaluate(dictionary, test, train, **lca_params(args).kwargs(), batch_size=args.encode_batch,
                       device=args.device, shallow_train_size=args.shallow_train_size, seed=args.seed,
                       allow_test_atoms=getattr(args, "allow_test_atoms", False))
     if getattr(args, "probes", False):
@@ -224,10 +243,10 @@ def cmd_encode(args):
     d.check_features(fs.features, fs.backbone)
     dev = pick_device(args.device)
     parts = [out.codes.cpu().to_sparse() for _, out in encode_batches(
-        d.atoms.to(dev), fs.features, batch_size=args.encode_batch, **_lca_kwargs(args))]
+        d.atoms.to(dev), fs.features, batch_size=args.encode_batch, **lca_params(args).kwargs())]
     codes = torch.cat(parts).coalesce()
     save_tensors(args.out, {"indices": codes.indices(), "values": codes.values(), "labels": fs.labels},
-                 "lca-codes", {"shape": list(codes.shape), "dictionary": str(args.dictionary)} | _lca_kwargs(args))
+                 "lca-codes", {"shape": list(codes.shape), "dictionary": str(args.dictionary)} | lca_params(args).kwargs())
     print(f"codes {tuple(codes.shape)}, {codes.values().numel()} non-zero -> {args.out}")
 
 
@@ -245,6 +264,14 @@ def cmd_add(args):
     d.save(args.out)
     print(f"dictionary: {before} + {rows.numel()} = {d.size} atoms, {d.num_classes} classes -> {args.out} "
           f"(added from the {fs.meta.get('dataset')} {fs.meta.get('split')} split)")
+
+
+def cmd_shard(args):
+    from spikevit.lca.distributed import run_sharded
+
+    run_sharded(ShardedRun(dictionary=args.dictionary, features=args.features, lca=lca_params(args),
+                           batch_size=args.encode_batch, limit=args.limit, device=args.device, json=args.json,
+                           codes_out=args.codes_out), command=args.command_line)
 
 
 def cmd_backbones(args):

@@ -7,6 +7,7 @@ classes; ``ExemplarLCAClassifier`` is the scikit-learn estimator.
 from spikevit.lca.decoders import ShallowDecoder, class_sums, max_activation, max_sum
 from spikevit.lca.dictionary import Dictionary, extend_gramian, normalize_atoms, select_exemplars
 from spikevit.lca.encode import encode, encode_batches, encode_trace
+from spikevit.lca.params import LCA_DEFAULTS, LCAParams
 
 
 def __getattr__(name):
@@ -16,5 +17,5 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["encode", "encode_trace", "encode_batches", "Dictionary", "normalize_atoms", "select_exemplars",
+__all__ = ["encode", "encode_trace", "encode_batches", "LCAParams", "LCA_DEFAULTS", "Dictionary", "normalize_atoms", "select_exemplars",
            "extend_gramian", "ShallowDecoder", "class_sums", "max_activation", "max_sum", "ExemplarLCAClassifier"]

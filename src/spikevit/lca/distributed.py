@@ -9,19 +9,17 @@ not grow with M.  Codes stay sharded; decoding reduces the (B, C) per-class
 sums (max-sum decoder) and the per-row (value, index, label) of the largest
 activation (max-activation decoder) across ranks.
 
-Command line (one process per device; same flags on every node)::
+Command line (one process per device; same flags on every node): ``spikevit lca shard`` under torchrun,
+a thin call into :func:`run_sharded`::
 
-    torchrun --nproc-per-node 4 -m spikevit.lca.distributed \\
+    torchrun --nproc-per-node 4 $(which spikevit) lca shard \\
         --dictionary dict.safetensors --features CACHE/cifar10/<backbone>/test --json results/sharded.json
-    torchrun --nnodes 2 --node-rank R --master-addr HOST --master-port 29500 --nproc-per-node 8 \\
-        -m spikevit.lca.distributed ...
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,7 +28,10 @@ import torch.distributed as dist
 from spikevit.errors import SpikevitError
 from spikevit.functional.lca import LCATrace, lca_factored, lca_mixed
 from spikevit.functional.lca.active import lca_active
-from spikevit.lca.encode import _check_params, check_dictionary_inputs, choose_backend
+from spikevit.lca.encode import check_dictionary_inputs, check_params, choose_backend
+from spikevit.lca.params import LCA_DEFAULTS as D
+from spikevit.lca.params import LCAParams
+from spikevit.validation import positive_int
 
 SHARDABLE = ("factored", "mixed")
 # backends that run on a dictionary split over ranks; "active" is a research backend (docs/lca-backends.md),
@@ -126,8 +127,9 @@ def make_allreduce(group=None):
     return allreduce
 
 
-def encode_sharded(shard: DictionaryShard, inputs: torch.Tensor, *, lam: float = 2.0, tau: float = 100.0,
-                   steps: int = 100, rectify: bool = True, threshold: str = "soft", backend: str = "auto",
+def encode_sharded(shard: DictionaryShard, inputs: torch.Tensor, *, lam: float = D.lam, tau: float = D.tau,
+                   steps: int = D.steps, rectify: bool = D.rectify, threshold: str = D.threshold,
+                   backend: str = D.backend,
                    exclude: torch.Tensor | None = None, trace=False, potentials: bool = False,
                    group=None, **backend_kwargs) -> LCATrace:
     """Codes of ``inputs`` (B, N) (the same on every rank) on this rank's atoms -> LCATrace with (B, M_r) codes.
@@ -135,7 +137,7 @@ def encode_sharded(shard: DictionaryShard, inputs: torch.Tensor, *, lam: float =
     ``exclude`` holds GLOBAL atom indices (-1: none).  One all-reduce of the
     (B, N) reconstruction per step (plus one of the (B,) drives at the start).
     """
-    _check_params(lam, tau, steps, threshold, "auto")  # the backend name is checked against SHARDED_BACKENDS
+    check_params(lam, tau, steps, threshold, "auto")  # the backend name is checked against SHARDED_BACKENDS
     phi, s = check_dictionary_inputs(shard.atoms, inputs, where="encode_sharded")
     name = backend
     if backend == "auto":
@@ -196,53 +198,60 @@ def gather_codes(codes: torch.Tensor, shard: DictionaryShard, group=None) -> tor
                                                                      for r in range(world)])], 1)
 
 
-# --------------------------------------------------------------------------- command line
+# --------------------------------------------------------------------------- one sharded run
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="torchrun ... -m spikevit.lca.distributed",
-                                description="Encode and decode a feature split with a dictionary sharded over ranks.")
-    p.add_argument("--dictionary", required=True, help="dictionary file (.safetensors), each rank reads its columns")
-    p.add_argument("--features", required=True, help="extracted feature split folder (spikevit lca extract)")
-    p.add_argument("--lam", type=float, default=2.0)
-    p.add_argument("--tau", type=float, default=100.0)
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--signed", action="store_true", help="signed soft threshold (default: rectified)")
-    p.add_argument("--threshold", default="soft", choices=["soft", "hard"])
-    p.add_argument("--backend", default="auto", choices=["auto", *SHARDABLE])
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--limit", type=int, default=None, help="first N rows of the split only")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (each rank uses cuda:LOCAL_RANK)")
-    p.add_argument("--json", default="results/lca-sharded.json")
-    p.add_argument("--codes-out", default=None, help="also gather the codes on rank 0 and save them (small runs)")
-    return p
+@dataclass(frozen=True)
+class ShardedRun:
+    """A sharded encode + decode of one feature split (``spikevit lca shard`` maps onto it one to one).
+
+    dictionary: saved dictionary (each rank reads its own columns); features: an extracted split folder;
+    lca: the dynamics' settings; batch_size: inputs per step batch; limit: first N rows only;
+    device: "auto", "cpu" or "cuda" (rank r uses cuda:LOCAL_RANK); json: the report; codes_out: also gather
+    the codes on rank 0 and save them (small runs).
+    """
+
+    dictionary: str
+    features: str
+    lca: LCAParams = D
+    batch_size: int = 256
+    limit: int | None = None
+    device: str = "auto"
+    json: str = "results/lca-sharded.json"
+    codes_out: str | None = None
+
+    def __post_init__(self):
+        positive_int(self.batch_size, "batch_size")
+        if self.limit is not None:
+            positive_int(self.limit, "limit")
+        if self.lca.backend != "auto" and self.lca.backend not in SHARDABLE:
+            raise SpikevitError(f"backend {self.lca.backend!r} cannot run on a sharded dictionary; choose from "
+                                f"{['auto', *SHARDABLE]}")
 
 
-def main(argv=None) -> int:
+def run_sharded(run: ShardedRun, command: str = "spikevit lca shard") -> dict:
+    """Run under ``torchrun`` (or as one process): every rank encodes the same inputs on its slice of the atoms;
+    rank 0 writes the report.  Returns the results (accuracy per decoder, world size, timings)."""
     from spikevit.data.features import load_features
     from spikevit.reports import write_report
     from spikevit.runtime import progress, synchronize
     from spikevit.train.distributed import init_distributed, shutdown
 
-    args = build_parser().parse_args(argv)
+    info = init_distributed(run.device)
     try:
-        info = init_distributed(args.device)
-        shard = load_shard(args.dictionary, info.rank, info.world_size).to(info.device)
-        fs = load_features(args.features)
-        feats, labels = fs.features, fs.labels
-        if args.limit:
-            feats, labels = feats[: args.limit], labels[: args.limit]
+        shard = load_shard(run.dictionary, info.rank, info.world_size).to(info.device)
+        fs = load_features(run.features)
+        feats, labels = fs.features[: run.limit], fs.labels[: run.limit]
         if shard.meta.get("backbone") and fs.backbone != shard.meta.get("backbone"):
             raise SpikevitError(f"features come from {fs.backbone!r}, the dictionary from {shard.meta['backbone']!r}")
-        kw = dict(lam=args.lam, tau=args.tau, steps=args.steps, rectify=not args.signed, threshold=args.threshold,
-                  backend=args.backend)
+        kw = run.lca.kwargs()
         preds = {"max_sum": [], "max_activation": []}
         codes_parts = []
         t_enc = t_dec = 0.0
         bar = progress(total=feats.shape[0], desc=f"LCA encode (rank {info.rank}/{info.world_size})", unit="img",
                        disable=None if info.is_main else True)
-        for start in range(0, feats.shape[0], args.batch_size):
-            x = feats[start:start + args.batch_size].to(info.device)
+        for start in range(0, feats.shape[0], run.batch_size):
+            x = feats[start:start + run.batch_size].to(info.device)
             synchronize(info.device); t0 = time.perf_counter()
             out = encode_sharded(shard, x, **kw)
             synchronize(info.device); t1 = time.perf_counter()
@@ -251,7 +260,7 @@ def main(argv=None) -> int:
             t_enc += t1 - t0; t_dec += t2 - t1
             for k in preds:
                 preds[k].append(dec[k].cpu())
-            if args.codes_out:
+            if run.codes_out:
                 full = gather_codes(out.codes, shard)
                 if full is not None:
                     codes_parts.append(full.cpu().to_sparse())
@@ -259,27 +268,22 @@ def main(argv=None) -> int:
         bar.close()
         n = feats.shape[0]
         acc = {k: 100.0 * float((torch.cat(v) == labels).double().mean()) for k, v in preds.items()}
+        results = {"accuracy": acc, "world_size": info.world_size, "atoms_total": shard.total,
+                   "atoms_per_rank": shard.size, "samples": n,
+                   "encode_ms_per_sample": 1e3 * t_enc / n, "decode_ms_per_sample": 1e3 * t_dec / n}
         if info.is_main:
-            if args.codes_out:
+            if run.codes_out:
                 from spikevit.tensorio import save_tensors
                 codes = torch.cat(codes_parts).coalesce()
-                save_tensors(args.codes_out, {"indices": codes.indices(), "values": codes.values(), "labels": labels},
-                             "lca-codes", {"shape": list(codes.shape), "dictionary": str(args.dictionary),
-                                           "world_size": info.world_size} | {k: v for k, v in kw.items()})
-            results = {"accuracy": acc, "world_size": info.world_size, "atoms_total": shard.total,
-                       "atoms_per_rank": shard.size, "samples": n,
-                       "encode_ms_per_sample": 1e3 * t_enc / n, "decode_ms_per_sample": 1e3 * t_dec / n}
-            write_report(args.json, "torchrun -m spikevit.lca.distributed", vars(args), results,
+                save_tensors(run.codes_out, {"indices": codes.indices(), "values": codes.values(), "labels": labels},
+                             "lca-codes", {"shape": list(codes.shape), "dictionary": str(run.dictionary),
+                                           "world_size": info.world_size} | kw)
+            config = {k: v for k, v in asdict(run).items() if k != "lca"} | kw
+            write_report(run.json, command, config, results,
                          {"accuracy": [{"decoder": k, "top1_%": v} for k, v in acc.items()]},
                          title="Sharded exemplar LCA decoder")
             print(json.dumps({"accuracy": acc, "world_size": info.world_size,
                               "encode_ms_per_sample": results["encode_ms_per_sample"]}))
+    finally:
         shutdown(info)
-    except SpikevitError as exc:
-        print(f"error: {exc}")
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return results

@@ -7,7 +7,6 @@ import torch
 
 from spikevit.errors import SpikevitError
 from spikevit.functional.lca import (
-    THRESHOLDS,
     LCABackend,
     LCATrace,
     lca_backend,
@@ -15,8 +14,10 @@ from spikevit.functional.lca import (
     lca_gramian,
     lca_mixed,
 )
+from spikevit.lca.params import LCA_DEFAULTS as D
+from spikevit.lca.params import LCAParams
 from spikevit.runtime import progress
-from spikevit.validation import finite_float, non_negative_float, positive_int
+from spikevit.validation import positive_int
 
 # Exact backends (spikevit.functional.lca.LCABackend: one keyword signature, FLOPs in stats).  The research
 # backends "active" and "screened" (spikevit.functional.lca.active / .screened) are left out: the committed
@@ -102,31 +103,19 @@ def check_dictionary_inputs(dictionary, inputs, where: str = "encode") -> tuple[
     return dictionary.to(dtype), inputs.to(device=dictionary.device, dtype=dtype)
 
 
-def check_tau(tau, name: str = "tau") -> float:
-    """The LCA time constant (in steps): finite, >= 1 (Eq. 2 is stable), and small enough that the update
-    ``(b - u - ...) / tau`` still moves the potentials in float64."""
-    tau = finite_float(tau, name, minimum=1.0)
-    if not 1.0 - 1.0 / tau < 1.0:
-        raise SpikevitError(f"{name} {tau:g} is too large: 1 - 1/tau rounds to 1 in float64, so the potentials "
-                            "never move")
-    return tau
-
-
-def _check_params(lam, tau, steps, threshold, backend):
-    non_negative_float(lam, "lam")
-    check_tau(tau)
-    positive_int(steps, "steps (number of LCA steps K)")
-    if threshold not in THRESHOLDS:
-        raise SpikevitError(f"unknown threshold {threshold!r}; choose from {THRESHOLDS}")
+def check_params(lam, tau, steps, threshold, backend) -> None:
+    """The LCA settings of one call (:class:`LCAParams` checks them) and a known backend name."""
+    LCAParams(lam=lam, tau=tau, steps=steps, threshold=threshold)
     if backend != "auto" and backend not in BACKENDS:
         raise SpikevitError(f"unknown LCA backend {backend!r}; choose from {['auto', *BACKENDS]}")
 
 
-def encode_trace(dictionary: torch.Tensor, inputs: torch.Tensor, *, lam: float = 2.0, tau: float = 100.0,
-                 steps: int = 100, rectify: bool = True, threshold: str = "soft", backend: str = "auto",
+def encode_trace(dictionary: torch.Tensor, inputs: torch.Tensor, *, lam: float = D.lam, tau: float = D.tau,
+                 steps: int = D.steps, rectify: bool = D.rectify, threshold: str = D.threshold,
+                 backend: str = D.backend,
                  exclude: torch.Tensor | None = None, trace: bool = False, **backend_kwargs) -> LCATrace:
     """Like :func:`encode` but returns an :class:`LCATrace` (codes, u[K], optional traces)."""
-    _check_params(lam, tau, steps, threshold, backend)
+    check_params(lam, tau, steps, threshold, backend)
     phi, s = check_dictionary_inputs(dictionary, inputs)
     if exclude is not None:
         exclude = torch.as_tensor(exclude, device=phi.device, dtype=torch.long)
@@ -141,8 +130,8 @@ def encode_trace(dictionary: torch.Tensor, inputs: torch.Tensor, *, lam: float =
               kind=threshold, exclude=exclude, trace=trace, **backend_kwargs)
 
 
-def encode(dictionary: torch.Tensor, inputs: torch.Tensor, *, lam: float = 2.0, tau: float = 100.0,
-           steps: int = 100, rectify: bool = True, threshold: str = "soft", backend: str = "auto",
+def encode(dictionary: torch.Tensor, inputs: torch.Tensor, *, lam: float = D.lam, tau: float = D.tau,
+           steps: int = D.steps, rectify: bool = D.rectify, threshold: str = D.threshold, backend: str = D.backend,
            exclude: torch.Tensor | None = None) -> torch.Tensor:
     """Sparse codes a[K] of ``inputs`` (B, N) over ``dictionary`` (N, M) -> (B, M).
 

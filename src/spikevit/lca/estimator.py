@@ -4,13 +4,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from spikevit.lca.decoders import class_sums, max_activation
 from spikevit.lca.dictionary import normalize_atoms, select_exemplars
-from spikevit.lca.encode import check_tau, encode
+from spikevit.lca.encode import encode
+from spikevit.lca.params import LCA_DEFAULTS as D
+from spikevit.lca.params import check_tau
 from spikevit.validation import device_name, non_negative_float, positive_int
 
 
@@ -33,7 +35,7 @@ class ExemplarLCAClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     indices, ``classes_``, ``n_features_in_``, ``exemplar_indices_``.
     """
 
-    def __init__(self, dictionary_size=None, *, lam=2.0, tau=100.0, steps=100, rectify=True,
+    def __init__(self, dictionary_size=None, *, lam=D.lam, tau=D.tau, steps=D.steps, rectify=D.rectify,
                  selection="random", decoder="max_sum", random_state=0, batch_size=1024, device=None):
         self.dictionary_size = dictionary_size
         self.lam = lam

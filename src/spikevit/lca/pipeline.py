@@ -9,9 +9,9 @@ import torch
 
 from spikevit.data.features import FeatureSet
 from spikevit.energy import lca_workload
+from spikevit.errors import SpikevitError
 from spikevit.lca.decoders import ShallowDecoder, class_sums, max_activation
 from spikevit.lca.dictionary import Dictionary
-from spikevit.errors import SpikevitError
 from spikevit.lca.encode import choose_backend, encode_batches
 from spikevit.reports import write_report
 from spikevit.runtime import pick_device, synchronize
