@@ -36,9 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from spikevit.data.features import load_features  # noqa: E402
+from spikevit.functional.lca.active import lca_active  # noqa: E402
 from spikevit.lca.decoders import class_sums, max_activation  # noqa: E402
 from spikevit.lca.dictionary import normalize_atoms  # noqa: E402
-from spikevit.functional.lca.active import lca_active  # noqa: E402
 from spikevit.lca.encode import BACKENDS, choose_backend, encode_trace, register_backend  # noqa: E402
 from spikevit.reports import write_report  # noqa: E402
 

@@ -33,7 +33,6 @@ from spikevit.lca import encode_trace  # noqa: E402
 from spikevit.lca.encode import BACKENDS, register_backend  # noqa: E402
 from spikevit.reports import write_report  # noqa: E402
 
-
 for _name, _fn in (("active", lca_active), ("screened", lca_screened)):  # research backends, compared here
     if _name not in BACKENDS:
         register_backend(_name, _fn)

@@ -1,7 +1,6 @@
 """Every exact LCA backend against the dense Gramian and a float64 recursion, plus the screening bound itself,
 the one backend signature and the FLOPs each backend reports."""
 import math
-import warnings
 
 import pytest
 import torch
@@ -9,8 +8,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import spikevit.functional.lca as lca_pkg
 from spikevit.errors import SpikevitError
-from spikevit.functional.lca import (LCABackend, first_crossing_step, first_crossing_steps, lca_backend,
-                                     lca_factored, lca_gramian, lca_mixed, screening_basis)
+from spikevit.functional.lca import (
+    LCABackend,
+    first_crossing_step,
+    first_crossing_steps,
+    lca_backend,
+    lca_factored,
+    lca_gramian,
+    lca_mixed,
+    screening_basis,
+)
 from spikevit.functional.lca.active import lca_active
 from spikevit.functional.lca.screened import lca_screened
 from spikevit.lca import encode, encode_batches, encode_trace
@@ -487,10 +494,11 @@ class ProductFlops(TorchDispatchMode):
 
 FLOP_CASES = [  # (n, m, batch, scale, nonneg, seed, kw)
     (24, 600, 5, 10.0, True, 3, dict(lam=2.0, tau=100.0, steps=100)),
-    (12, 150, 5, 4.0, False, 0, dict(lam=0.5, tau=10.0, steps=40, rectify=False, exclude=torch.tensor([3, -1, 7, 9, -1]))),
+    (12, 150, 5, 4.0, False, 0,
+     dict(lam=0.5, tau=10.0, steps=40, rectify=False, exclude=torch.tensor([3, -1, 7, 9, -1]))),
 ]
-OPTIONS = {"gramian": {}, "factored": {}, "factored-bf16": {"matmul_dtype": torch.bfloat16}, "mixed": {"budget": 0.05},
-           "active": {"basis_dim": 5}, "screened": {"basis_dim": 5, "union_cap": 0.02}}
+OPTIONS = {"gramian": {}, "factored": {}, "factored-bf16": {"matmul_dtype": torch.bfloat16},
+           "mixed": {"budget": 0.05}, "active": {"basis_dim": 5}, "screened": {"basis_dim": 5, "union_cap": 0.02}}
 FUNCTIONS = {"gramian": lca_gramian, "factored": lca_factored, "factored-bf16": lca_factored, "mixed": lca_mixed,
              "active": lca_active, "screened": lca_screened}
 

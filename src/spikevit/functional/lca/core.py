@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
