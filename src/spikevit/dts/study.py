@@ -184,8 +184,9 @@ def replicate_rows(runs: list[StudyRun], dirs: dict[str, Path]) -> list[dict]:
         acc = [m.acc1 for m in found.values()]
         tav = [m.t_avg for m in found.values()]
         tqm = [_mean_steps(m, ("qkv", "mlp")) for m in found.values()]
-        rows.append({"run": r.name, "seeds": ",".join(found), "n": len(found),
+        rows.append({"run": r.name, "type": _method(r.spec), "seeds": ",".join(found), "n": len(found),
                      "acc1": " / ".join(f"{a:.2f}" for a in acc), "acc1_mean": statistics.fmean(acc),
+                     "acc1_sd": statistics.stdev(acc), "acc1_min": min(acc), "acc1_max": max(acc),
                      "acc1_range": max(acc) - min(acc),
                      "T_avg": " / ".join(f"{t:.3f}" for t in tav), "T_avg_mean": statistics.fmean(tav),
                      "T_avg_range": max(tav) - min(tav),
@@ -273,6 +274,7 @@ def write_study_report(runs, work: Path, out_json: Path, config: TrainConfig, da
         seed_rows = replicate_rows(runs, {f"seed{config.seed}": work, **replicates})
         if seed_rows:
             tables["seed replicates"] = seed_rows
+            figures.append(str(_plot_seeds(seed_rows, out_json.with_name(out_json.stem + "-seeds.png"))))
     if fig_rows:
         tables["Fig. 2 time-step sensitivity"] = fig_rows
     results = {"runs": {r.name: meas[r.name].summary(energy_model) for r in done},
@@ -299,6 +301,38 @@ def _notes(rows: list[dict], samples: int | None = None) -> str:
                  f"at {100 * p:.1f} % accuracy (training noise, seed to seed, comes on top: see the seed table "
                  "when there is one).")
     return text
+
+
+def _plot_seeds(seed_rows: list[dict], path: Path) -> Path:
+    """Mean test accuracy over seeds vs mean T_avg per run, bars from the lowest to the highest seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    style = {"fixed-T": ("o", "k"), "TET": ("*", "C9"), "Hoyer": ("X", "C8"), "DTS": ("s", "C0")}
+    fixed = sorted([r for r in seed_rows if r["type"] == "fixed-T"], key=lambda r: r["T_avg_mean"])
+    if fixed:
+        ax.plot([r["T_avg_mean"] for r in fixed], [r["acc1_mean"] for r in fixed], "-", color="k", lw=1)
+    seen = set()
+    shift = {"TET": -0.06, "Hoyer": 0.06}   # drawn beside the fixed-T point of the same T, not on it
+    for r in seed_rows:
+        marker, color = style.get(r["type"], ("o", "C7"))
+        label = None if r["type"] in seen else r["type"]
+        seen.add(r["type"])
+        x = r["T_avg_mean"] + shift.get(r["type"], 0.0)
+        ax.errorbar(x, r["acc1_mean"], yerr=[[r["acc1_mean"] - r["acc1_min"]], [r["acc1_max"] - r["acc1_mean"]]],
+                    fmt=marker, color=color, ms=8, capsize=4, label=label)
+        ax.annotate(r["run"], (x, r["acc1_mean"]), fontsize=7, xytext=(5, 3), textcoords="offset points")
+    ax.set_xlabel("T_avg (mean over seeds; TET / Hoyer drawn 0.06 left / right of their T)")
+    ax.set_ylabel("test top-1 (%), mean over seeds")
+    ax.set_title(f"{seed_rows[0]['n']} seeds: mean, bars from the lowest to the highest seed", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _plot_study(rows: list[dict], epoch_rows: list[dict], path: Path, others: list | None = None) -> Path:
