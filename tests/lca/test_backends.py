@@ -414,7 +414,7 @@ def test_every_backend_has_the_one_signature(monkeypatch):
     assert lca_factored.options == {"skip", "matmul_dtype"}
     assert lca_mixed.options == {"skip", "screen_dtype", "budget", "safety", "refresh_share"}
     monkeypatch.setattr(enc, "BACKENDS", dict(BACKENDS))            # registrations below stay in this test
-    with pytest.raises(TypeError, match="'potentials'"):
+    with pytest.raises(SpikevitError, match="register_backend.*missing keyword-only argument 'potentials'"):
         register_backend("broken", _no_potentials)
     with pytest.raises(TypeError, match="'depth'"):
         lca_backend(_option_without_default)

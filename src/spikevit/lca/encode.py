@@ -37,8 +37,11 @@ MIXED_MIN_ATOMS: int | None = 16384
 
 
 def register_backend(name: str, fn) -> None:
-    """Add an encoding backend; TypeError unless it has the fixed :class:`LCABackend` signature."""
-    BACKENDS[name] = lca_backend(fn)
+    """Add an encoding backend; SpikevitError unless ``fn`` has the fixed :class:`LCABackend` signature."""
+    try:
+        BACKENDS[name] = lca_backend(fn)
+    except TypeError as exc:
+        raise SpikevitError(f"register_backend({name!r}, fn): {exc}") from None
 
 
 _BF16_CPU: bool | None = None
