@@ -285,3 +285,20 @@ def test_bad_library_argument_is_a_spikevit_error_naming_it(name, record_propert
         call()
     record_property("message", f"SpikevitError: {info.value}")
     assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_every_numeric_option_is_checked_where_it_enters():
+    """No option of the CLI takes a bare int/float: each goes through spikevit.validation (range, finiteness)."""
+    import argparse
+
+    from spikevit.cli.main import build_parser
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{path} {name}")
+            elif action.type in (int, float):
+                yield f"{path} {'/'.join(action.option_strings)}"
+
+    assert list(walk(build_parser(), "spikevit")) == []

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
 from spikevit.validation import (
+    arg_finite_float,
     arg_non_negative_int,
     arg_positive_float,
     arg_positive_int,
@@ -52,15 +53,15 @@ def register(sub) -> None:
                                     "entry of --init-from when present. The result is merged into --out "
                                     "(kept only if it beats the stored fit).")
     p.add_argument("--function", default="exp", help="exp, sigmoid, silu or gelu")
-    p.add_argument("--steps", type=int, required=True, help="time steps K")
-    p.add_argument("--domain", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+    p.add_argument("--steps", type=arg_positive_int, required=True, help="time steps K")
+    p.add_argument("--domain", type=arg_finite_float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="fitting interval (default: exp [-1, 1], activations [-6, 6])")
-    p.add_argument("--points", type=int, default=10000, help="evenly spaced fitting points")
-    p.add_argument("--population", type=int, default=48)
-    p.add_argument("--rounds", type=int, default=12, help="basin-hopping rounds")
-    p.add_argument("--iters", type=int, default=200, help="Adam iterations per round")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--time-budget", type=float, default=None, help="stop basin hopping after this many seconds")
+    p.add_argument("--points", type=arg_positive_int, default=10000, help="evenly spaced fitting points")
+    p.add_argument("--population", type=arg_positive_int, default=48)
+    p.add_argument("--rounds", type=arg_positive_int, default=12, help="basin-hopping rounds")
+    p.add_argument("--iters", type=arg_positive_int, default=200, help="Adam iterations per round")
+    p.add_argument("--seed", type=arg_non_negative_int, default=0)
+    p.add_argument("--time-budget", type=arg_positive_float, default=None, help="stop basin hopping after this many seconds")
     p.add_argument("--init-from", default="package", help="parameter file to seed from ('package': the shipped "
                    "fits, 'none': no seeding)")
     p.add_argument("--out", default=USER_PARAMS, help="parameter file to merge the fit into")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
 from spikevit.cli.train import add_train_args, config_from_args, data_run_info, datasets_from_args
-from spikevit.validation import (arg_float_range, arg_non_negative_float, arg_non_negative_int, arg_positive_int,
-                                 finite_float)
+from spikevit.validation import (arg_finite_float, arg_float_range, arg_non_negative_float, arg_non_negative_int,
+                                 arg_positive_int, finite_float)
 
 
 def _add_dts_args(p: argparse.ArgumentParser, arch: str = "spikformer-4-384", study: bool = False) -> None:
@@ -30,7 +30,7 @@ def _add_dts_args(p: argparse.ArgumentParser, arch: str = "spikformer-4-384", st
                             "(Deng et al. 2022): (1 - lam) mean_t CE(O_t, y) + lam MSE(O, phi)")
     b.add_argument("--tet-lambda", type=arg_float_range(0.0, 1.0), default=1e-3,
                    help="TET's lam (weight of the MSE term; the TET paper's default)")
-    b.add_argument("--tet-phi", type=float, default=1.0, help="TET's constant MSE target phi")
+    b.add_argument("--tet-phi", type=arg_finite_float, default=1.0, help="TET's constant MSE target phi")
     b.add_argument("--hoyer-lambda", type=arg_non_negative_float, default=1e-8 if study else 0.0,
                    help="weight of the Hoyer regulariser (Datta et al. 2022; their code's default is 1e-8): sum over "
                         "LIF layers of |z|_1^2 / |z|_2^2, z = clip(U / Vth, 0, 1) over the batch" +
@@ -62,7 +62,7 @@ def register(sub) -> None:
                                     "(accuracy, T_l, T_avg, spiking activity, SOPs, energy).")
     add_data_args(p, "cifar10"); _add_dts_args(p); add_train_args(p, lr=4e-3, batch_size=256, epochs=300)
     add_device_arg(p); add_json_arg(p)
-    p.add_argument("--eval-batches", type=int, default=None, help="limit the final measurement to N test batches")
+    p.add_argument("--eval-batches", type=arg_positive_int, default=None, help="limit the final measurement to N test batches")
     p.set_defaults(func=cmd_train)
 
     p = cmds.add_parser("evaluate", help="accuracy, T_l, T_avg, SA, SOPs and energy of a trained model",
@@ -71,10 +71,10 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="model.safetensors (or last.safetensors) of a dts run")
     p.add_argument("--reference", action="append", default=[], metavar="FILE",
                    help="fixed-T Spikformer model file(s) to compare energies against (Table V)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--test-subset", type=int, default=None)
-    p.add_argument("--img-size", type=int, default=None)
-    p.add_argument("--max-batches", type=int, default=None)
+    p.add_argument("--batch-size", type=arg_positive_int, default=128)
+    p.add_argument("--test-subset", type=arg_positive_int, default=None)
+    p.add_argument("--img-size", type=arg_positive_int, default=None)
+    p.add_argument("--max-batches", type=arg_positive_int, default=None)
     p.add_argument("--energy-model", default="dts45nm")
     p.add_argument("--fig2", default=None, metavar="PNG", help="also plot LIF input histograms step 1 vs later")
     p.set_defaults(func=cmd_evaluate)
@@ -96,9 +96,9 @@ def register(sub) -> None:
                    "processes); the report covers every finished run")
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--report-only", action="store_true", help="train nothing: report the runs already measured")
-    p.add_argument("--eval-batches", type=int, default=None)
+    p.add_argument("--eval-batches", type=arg_positive_int, default=None)
     p.add_argument("--energy-model", default="dts45nm")
-    p.add_argument("--data-seed", type=int, default=None,
+    p.add_argument("--data-seed", type=arg_non_negative_int, default=None,
                    help="seed of the train/test subsets (default --seed): keep it fixed across seed replicates")
     p.add_argument("--replicate", action="append", default=[], metavar="LABEL=DIR",
                    help="a study directory of the same runs trained with another --seed; reported beside this "
