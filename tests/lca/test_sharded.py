@@ -99,6 +99,7 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, env):
 
 
 def test_lca_shard_command_under_torchrun(tmp_path, env):
+    from spikevit.lca.codes import load_codes
     from spikevit.data.features import extract_features, load_features
     from spikevit.lca import Dictionary
 
@@ -112,8 +113,8 @@ def test_lca_shard_command_under_torchrun(tmp_path, env):
                "--json", str(tmp_path / "res.json"), "--codes-out", str(tmp_path / "codes.safetensors")], env)
     res = json.loads((tmp_path / "res.json").read_text())
     assert res["results"]["world_size"] == 2 and res["results"]["atoms_per_rank"] == 201
-    codes_t, _ = load_tensors(tmp_path / "codes.safetensors", "lca-codes")
-    codes = torch.sparse_coo_tensor(codes_t["indices"], codes_t["values"], (60, 401)).to_dense()
+    codes, code_labels, meta = load_codes(tmp_path / "codes.safetensors")
+    assert codes.shape == (60, 401) and torch.equal(code_labels, test.labels) and meta["world_size"] == 2
     ref = encode_trace(d.atoms, test.features, backend="gramian").codes
     assert (ref != 0).any()
     assert (codes - ref).abs().max() <= 1e-4 * ref.abs().max()  # float32, sums in another order

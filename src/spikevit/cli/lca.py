@@ -235,8 +235,8 @@ def cmd_encode(args):
 
     from spikevit.lca.dictionary import Dictionary
     from spikevit.lca.encode import encode_batches
+    from spikevit.lca.codes import save_codes
     from spikevit.runtime import pick_device
-    from spikevit.tensorio import save_tensors
 
     d = Dictionary.load(args.dictionary)
     fs = _features(args, args.split)
@@ -245,8 +245,7 @@ def cmd_encode(args):
     parts = [out.codes.cpu().to_sparse() for _, out in encode_batches(
         d.atoms.to(dev), fs.features, batch_size=args.encode_batch, **lca_params(args).kwargs())]
     codes = torch.cat(parts).coalesce()
-    save_tensors(args.out, {"indices": codes.indices(), "values": codes.values(), "labels": fs.labels},
-                 "lca-codes", {"shape": list(codes.shape), "dictionary": str(args.dictionary)} | lca_params(args).kwargs())
+    save_codes(args.out, codes, fs.labels, {"dictionary": str(args.dictionary)} | lca_params(args).kwargs())
     print(f"codes {tuple(codes.shape)}, {codes.values().numel()} non-zero -> {args.out}")
 
 

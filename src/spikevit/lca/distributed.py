@@ -273,11 +273,9 @@ def run_sharded(run: ShardedRun, command: str = "spikevit lca shard") -> dict:
                    "encode_ms_per_sample": 1e3 * t_enc / n, "decode_ms_per_sample": 1e3 * t_dec / n}
         if info.is_main:
             if run.codes_out:
-                from spikevit.tensorio import save_tensors
-                codes = torch.cat(codes_parts).coalesce()
-                save_tensors(run.codes_out, {"indices": codes.indices(), "values": codes.values(), "labels": labels},
-                             "lca-codes", {"shape": list(codes.shape), "dictionary": str(run.dictionary),
-                                           "world_size": info.world_size} | kw)
+                from spikevit.lca.codes import save_codes
+                save_codes(run.codes_out, torch.cat(codes_parts), labels,
+                           {"dictionary": str(run.dictionary), "world_size": info.world_size} | kw)
             config = {k: v for k, v in asdict(run).items() if k != "lca"} | kw
             write_report(run.json, command, config, results,
                          {"accuracy": [{"decoder": k, "top1_%": v} for k, v in acc.items()]},
