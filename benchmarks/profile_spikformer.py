@@ -149,7 +149,13 @@ def spikingjelly_counts(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, di
                 continue
             rows.setdefault(name, {"synops": 0, "macs": 0})
             rows[name][key] = max(rows[name][key], int(sum(per_op.values())))
-    return rows, f"spikingjelly {spikingjelly.__version__ if hasattr(spikingjelly, '__version__') else '2.x'}"
+    try:
+        from importlib.metadata import version
+
+        label = version("spikingjelly")
+    except Exception:  # noqa: BLE001 - a copy without metadata (e.g. on PYTHONPATH)
+        label = getattr(spikingjelly, "__version__", "2.x")
+    return rows, f"spikingjelly {label}: SynOpCounter + MACCounter"
 
 
 def _sj_scope(scope: str) -> str | None:
