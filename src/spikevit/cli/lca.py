@@ -140,27 +140,14 @@ def _extract(args, split):
 
 
 def _features(args, split):
-    """Features of ``split``; a --limit subset is cut from a complete full-split cache when one exists
-    (same seeded rows as a limited extraction, no recomputation)."""
-    from spikevit.data.features import (
-        FeatureSet,
-        feature_dir,
-        load_features,
-        subset_indices,
-    )
-    from spikevit.errors import SpikevitError
+    """Features of ``split``: from the cache when complete (a --limit subset cut from a complete full-split
+    extraction: the same seeded rows, no recomputation), else extracted (resuming)."""
+    from spikevit.data.features import cached_features, load_features
 
     limit = args.limit_train if split == "train" else args.limit_test
-    if limit:
-        full = feature_dir(args.cache, args.dataset, args.backbone, split, args.weights, None, args.image_size)
-        try:
-            fs = load_features(full)
-        except SpikevitError:
-            fs = None
-        if fs is not None and limit < fs.features.shape[0]:
-            rows = subset_indices(fs.features.shape[0], limit)
-            return FeatureSet(fs.features[rows], fs.labels[rows], fs.index[rows], fs.meta | {"rows": int(limit)})
-    return load_features(_extract(args, split))
+    fs = cached_features(args.cache, args.dataset, args.backbone, split, weights=args.weights, limit=limit,
+                         image_size=args.image_size, incomplete="skip")
+    return fs if fs is not None else load_features(_extract(args, split))
 
 
 def lca_params(args) -> LCAParams:
@@ -233,9 +220,9 @@ def cmd_evaluate(args):
 def cmd_encode(args):
     import torch
 
+    from spikevit.lca.codes import save_codes
     from spikevit.lca.dictionary import Dictionary
     from spikevit.lca.encode import encode_batches
-    from spikevit.lca.codes import save_codes
     from spikevit.runtime import pick_device
 
     d = Dictionary.load(args.dictionary)

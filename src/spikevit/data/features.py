@@ -175,3 +175,56 @@ def load_features(folder: str | Path) -> FeatureSet:
     manifest["extract_ms_per_image"] = 1e3 * seconds / max(1, manifest["rows"])
     manifest["folder"] = str(folder)
     return FeatureSet(torch.cat(feats).float(), torch.cat(labels).long(), torch.cat(index).long(), manifest)
+
+
+def subset(fs: FeatureSet, limit: int | None) -> FeatureSet:
+    """``limit`` rows chosen as ``spikevit lca extract --limit`` chooses them (all rows when None or larger);
+    the metadata records ``subset_of`` (rows before) and ``subset_rows``."""
+    n = fs.features.shape[0]
+    if limit is None or limit >= n:
+        return fs
+    rows = subset_indices(n, limit)
+    meta = dict(fs.meta) | {"subset_of": n, "subset_rows": int(limit)}
+    return FeatureSet(fs.features[rows], fs.labels[rows], fs.index[rows], meta)
+
+
+def extract_command(dataset: str, backbone: str, split: str, cache, data_root, weights: str = "default",
+                    limit: int | None = None, image_size: int | None = None) -> str:
+    """The ``spikevit lca extract`` command that makes (or resumes) this cache folder."""
+    cmd = (f"spikevit lca extract --dataset {dataset} --data-root {data_root or 'DIR'} --backbone {backbone} "
+           f"--split {split} --cache {cache}")
+    if weights != "default":
+        cmd += f" --weights {weights}"
+    if limit:
+        cmd += f" --limit-{split} {limit}"
+    if image_size:
+        cmd += f" --image-size {image_size}"
+    return cmd
+
+
+def cached_features(cache, dataset: str, backbone: str, split: str, *, weights: str = "default",
+                    limit: int | None = None, image_size: int | None = None, data_root=None,
+                    incomplete: str = "raise") -> FeatureSet | None:
+    """Features of a split from the cache without extracting: a complete extraction of the whole split (cut to
+    ``limit`` rows, the same seeded rows ``--limit`` extracts), else a complete ``limit`` extraction, else None.
+
+    A folder with a manifest but missing shards is an extraction in progress or interrupted: with
+    ``incomplete="raise"`` it is a :class:`SpikevitError` naming the command that resumes it (so two processes
+    never extract one split at once); with ``"skip"`` it is passed over.
+    """
+    for lim in ([None] if not limit else [None, limit]):
+        folder = feature_dir(cache, dataset, backbone, split, weights, lim, image_size)
+        manifest = _read_manifest(folder / "manifest.json") if (folder / "manifest.json").is_file() else None
+        if manifest is None:
+            continue
+        missing = [i for i in range(manifest["shards"]) if not (folder / f"shard-{i:05d}.safetensors").is_file()]
+        if missing and incomplete == "skip":
+            continue
+        if missing:
+            raise SpikevitError(
+                f"{dataset} {split} features for {backbone} in {folder} are incomplete ({len(missing)} of "
+                f"{manifest['shards']} shards missing): an extraction is running or was interrupted. Wait for it, "
+                "or resume it with: "
+                + extract_command(dataset, backbone, split, cache, data_root, weights, lim, image_size))
+        return subset(load_features(folder), limit) if lim is None else load_features(folder)
+    return None

@@ -9,7 +9,13 @@ from pathlib import Path
 import torch
 
 from spikevit.data.datasets import dataset_spec, load_dataset
-from spikevit.data.features import FeatureSet, extract_features, feature_dir, load_features, subset_indices
+from spikevit.data.features import (
+    FeatureSet,
+    cached_features,
+    extract_command,
+    extract_features,
+    load_features,
+)
 from spikevit.errors import SpikevitError
 from spikevit.reports import write_report
 
@@ -69,19 +75,6 @@ def report(ctx: Context, params: dict, results: dict, tables: dict, *, title: st
 # --------------------------------------------------------------------------- features
 
 
-def extract_command(dataset: str, backbone: str, split: str, cache, data_root, weights: str = "default",
-                    limit: int | None = None, image_size: int | None = None) -> str:
-    cmd = (f"spikevit lca extract --dataset {dataset} --data-root {data_root or 'DIR'} --backbone {backbone} "
-           f"--split {split} --cache {cache}")
-    if weights != "default":
-        cmd += f" --weights {weights}"
-    if limit:
-        cmd += f" --limit-{split} {limit}"
-    if image_size:
-        cmd += f" --image-size {image_size}"
-    return cmd
-
-
 def features(ctx: Context, dataset: str, backbone: str, split: str, *, weights: str = "default",
              limit: int | None = None, image_size: int | None = None, batch_size: int = 64,
              download: bool = False, num_workers: int = 0) -> FeatureSet:
@@ -95,39 +88,16 @@ def features(ctx: Context, dataset: str, backbone: str, split: str, *, weights: 
     from here, so two processes never extract the same split at once; the
     error names the command that resumes it.
     """
-    candidates = [None] if not limit else [None, limit]
-    for lim in candidates:
-        folder = feature_dir(ctx.cache, dataset, backbone, split, weights, lim, image_size)
-        manifest = folder / "manifest.json"
-        if not manifest.is_file():
-            continue
-        info = json.loads(manifest.read_text())
-        missing = [i for i in range(info["shards"]) if not (folder / f"shard-{i:05d}.safetensors").is_file()]
-        if missing:
-            raise SpikevitError(
-                f"{dataset} {split} features for {backbone} in {folder} are incomplete ({len(missing)} of "
-                f"{info['shards']} shards missing): an extraction is running or was interrupted. Wait for it, or "
-                "resume it with: "
-                + extract_command(dataset, backbone, split, ctx.cache, ctx.data_root, weights, lim, image_size))
-        return subset(load_features(folder), limit) if lim is None else load_features(folder)
+    fs = cached_features(ctx.cache, dataset, backbone, split, weights=weights, limit=limit, image_size=image_size,
+                         data_root=ctx.data_root)
+    if fs is not None:
+        return fs
     if not ctx.extract:
         cmd = extract_command(dataset, backbone, split, ctx.cache, ctx.data_root, weights, limit, image_size)
         raise SpikevitError(f"no {dataset} {split} features for {backbone} in {ctx.cache}; extract them with: {cmd}")
     return load_features(extract_features(dataset, ctx.data_root, split, backbone, ctx.cache, weights=weights,
                                           batch_size=batch_size, limit=limit, device=ctx.device,
                                           image_size=image_size, download=download, num_workers=num_workers))
-
-
-def subset(fs: FeatureSet, limit: int | None) -> FeatureSet:
-    """``limit`` rows chosen as ``spikevit lca extract --limit`` chooses them (all rows when None or larger)."""
-    n = fs.features.shape[0]
-    if limit is None or limit >= n:
-        return fs
-    if limit <= 0:
-        raise SpikevitError(f"subset size must be positive, got {limit}")
-    rows = subset_indices(n, limit)
-    meta = dict(fs.meta) | {"subset_of": n, "subset_rows": int(limit)}
-    return FeatureSet(fs.features[rows], fs.labels[rows], fs.index[rows], meta)
 
 
 # --------------------------------------------------------------------------- images
