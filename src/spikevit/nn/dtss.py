@@ -104,7 +104,9 @@ class DTSSLIF(nn.Module):
         o, u = lif_multistep(x, lif.leak, lif.vth, lif.gamma, spike_fn=triangle_spike,
                              detach_reset=lif.detach_reset, return_potential=True)
         h = x + lif.leak * torch.cat([torch.zeros_like(u[:1]), u[:-1]])      # pre-spike potentials
-        self.hoyer = hoyer_square((h[: self.steps()] / lif.vth).clamp(0.0, 1.0))
+        h = h[: self.steps()]
+        h = h.float() if h.dtype in (torch.float16, torch.bfloat16) else h      # sums in fp32 at least
+        self.hoyer = hoyer_square((h / lif.vth).clamp(0.0, 1.0))
         return o
 
     def extra_repr(self) -> str:
