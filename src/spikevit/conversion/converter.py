@@ -1,4 +1,6 @@
-"""SIT-conversion of a trained transformer: every attention softmax -> :class:`SpikingSoftmax`.
+"""SIT-conversion of a trained transformer, at a ``spiking`` level: ``"softmax"`` (every attention softmax
+-> :class:`SpikingSoftmax`), ``"attention"`` (+ Q, K, V coded by spiking neurons at the attention products)
+or ``"all"`` (+ spike-coded inputs of every linear layer / convolution in the converted blocks).
 
 Pipeline (fixed), with pluggable attention recipes:
 
@@ -15,8 +17,13 @@ Pipeline (fixed), with pluggable attention recipes:
    ``QK^T * scale -> mask -> softmax -> @V``) through the block's spiking softmax, and records the
    multiply-accumulates of the attention products (``QK^T`` and ``A V``) for the energy accounting.
    Blocks outside ``blocks=`` are wrapped too but keep the exact softmax (so ``blocks=0`` is the ANN).
+   At ``spiking >= "attention"`` the same mode codes Q (spikes), K (its neurons' value) and V (spikes)
+   with calibrated :class:`~spikevit.nn.spike_coding.SpikeEncoder` s and runs ``QK^T`` / ``A V`` on spikes.
 4. optionally replace elementwise activations (GELU / SiLU / Sigmoid modules) inside the converted
-   blocks (the parent module of each converted attention) by fitted few-spike neurons.
+   blocks (the parent module of each converted attention) by fitted few-spike neurons (always at "all").
+5. at ``"all"``: every ``nn.Linear`` / ``nn.Conv1d-3d`` of the converted blocks -> :class:`SpikingLinear` /
+   :class:`SpikingConv` (input coded by its own encoder, or the spikes of a few-spike activation).
+6. **calibrate** (:func:`calibrate`): run the calibration inputs, set every encoder's per-channel thresholds.
 """
 from __future__ import annotations
 
