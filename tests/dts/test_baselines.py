@@ -190,3 +190,16 @@ def test_cli_train_with_a_baseline_loss_and_a_study_with_baselines(data_slices, 
     assert all(r["layers"] == "paper" for r in rows.values())
     assert cli_main(["dts", "study", *common, "--baselines", "dsr:2", "--out", str(study)]) == 2
     assert "METHOD:T" in capsys.readouterr().err
+
+
+def test_hoyer_term_of_a_bf16_layer_is_summed_in_fp32():
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(2, 64, 512, generator=g) * 2).to(torch.bfloat16)
+    lif = DTSSLIF(2, dts=False).train()
+    lif.track_hoyer = True
+    lif(x)
+    ref = DTSSLIF(2, dts=False).train()
+    ref.track_hoyer = True
+    ref(x.double())                                     # the same bf16 inputs, potentials in float64
+    assert lif.hoyer.dtype == torch.float32
+    assert float(lif.hoyer) == pytest.approx(float(ref.hoyer), rel=1e-2)
