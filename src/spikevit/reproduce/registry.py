@@ -252,3 +252,159 @@ def run_reproduction(name: str, *, quick: bool = False, overrides: dict | None =
     params = resolve_params(rep, quick, overrides)
     ctx = Context(name=name, quick=quick, quick_changes=rep.quick_changes() if quick else {}, **context)
     return rep.load().run(ctx, params)
+
+
+# --------------------------------------------------------------------------- DTS-SNN and SIT (issue 15)
+
+_DTS_PAPER_SCALE = {"arch": "spikformer-4-384", "epochs": 300, "batch_size": 256, "lr": 4e-3, "train_subset": 0,
+                    "test_subset": 0}
+
+register(Reproduction(
+    "dts-table3", "DTS-SNN", "Table III (mask-loss groups)",
+    "DTS Spikformer with the mask loss on every group, on qkv+attn+mlp (no sps), on qkv+mlp, and without "
+    "mask loss (Tmax 4, init 2): top-1, T_avg, spiking activity, SOPs; a CPU study on MNIST (Spikformer-1-64)",
+    {"all groups: acc / TS / SA % / SOPs M": "74.64 / 1.03 / 2.90 / 101.24",
+     "qkv+attn+mlp": "77.16 / 1.96 / 4.87 / 181.50", "qkv+mlp": "78.09 / 2.73 / 5.56 / 185.31",
+     "no mask loss": "77.10 / 3.93 / 5.33 / 182.69", "setting": "CIFAR-100, Spikformer-4-384, lambda_m 1e-6"},
+    True, "MNIST image folder (--data-root)",
+    "quick ~2-4 min (4 runs, 2,000 training / 1,000 test images, 1 epoch), full (3,000 / 2,000, 3 epochs) ~10-15 min",
+    "dts_tables", {"table": "3", "table4_inits": "1,2,3,4"}))
+
+register(Reproduction(
+    "dts-table4", "DTS-SNN", "Table IV (lambda_m, initial time step)",
+    "DTS Spikformer (mask loss qkv+mlp) for initial time steps 1-4 and two lambda_m, plus init 4 / Tmax 6: "
+    "top-1, T_avg, spiking activity, SOPs; a CPU study on MNIST (Spikformer-1-64)",
+    {"init 1 / 2 / 3 / 4, Tmax 4, lambda_m 1e-4: acc": "74.45 / 76.96 / 78.16 / 78.69",
+     "init 1 / 2 / 3 / 4, lambda_m 1e-4: TS": "2.45 / 2.69 / 3.36 / 4.0",
+     "init 1 / 2 / 3, lambda_m 1e-6: acc": "73.90 / 78.09 / 78.07", "init 1 / 2 / 3, lambda_m 1e-6: TS":
+     "3.0 / 2.73 / 3.36", "init 4, Tmax 6, 1e-4: acc / TS": "78.90 / 3.81",
+     "setting": "CIFAR-100, Spikformer-4-384"},
+    True, "MNIST image folder (--data-root)",
+    "quick ~4-7 min (7 runs, 2,000 training / 1,000 test images, 1 epoch), full (9 runs, 3 epochs) ~25-35 min",
+    "dts_tables", {"table": "4"}))
+
+register(Reproduction(
+    "dts-table5", "DTS-SNN", "Table V (normalised energy)",
+    "compute / memory / total energy of the non-spiking ViT and fixed-T Spikformers, normalised to a DTS run "
+    "(45 nm: AC 1.8 pJ, MAC 13.32 pJ, zero check 0.05 pJ, membrane reads/writes); a CPU study on MNIST",
+    {"CIFAR-10 NS ViT CE / ME / TE": "22.57 / 0.84 / 16.12", "CIFAR-10 Spik. SNN (T 4)": "2.79 / 3.68 / 2.98",
+     "CIFAR-10 DTS SNN (T 1.15)": "1 / 1 / 1", "CIFAR-100 NS ViT": "25.7 / 0.88 / 17.15",
+     "CIFAR-100 Spik. SNN (T 6)": "1.70 / 2.32 / 1.89", "CIFAR-100 DTS SNN (T 3.81)": "1 / 1 / 1"},
+    True, "MNIST image folder (--data-root)",
+    "quick ~2-4 min (4 runs, 2,000 training / 1,000 test images, 1 epoch), full ~10-15 min", "dts_tables",
+    {"table": "5", "table4_inits": "1,2,3,4"}))
+
+register(Reproduction(
+    "dts-fig2", "DTS-SNN", "Fig. 2 (time-step sensitivity)",
+    "LIF input histograms of a fixed-T Spikformer at step 1 vs steps 2..T per layer, their cosine similarity "
+    "per layer and per group (sps, qkv, attn, mlp); a CPU study on MNIST (T = 4; the paper: 6)",
+    {"figure": "step-1 vs later-step distributions of sps / SSA / MLP layers of a 6-step model; no numbers",
+     "claim": "the sensitivity to time steps differs by part (sps, qkv, attn, mlp)"},
+    True, "MNIST image folder (--data-root)", "quick ~1 min (one run), full ~3-5 min", "dts_tables",
+    {"table": "fig2", "table4_inits": "1,2,3,4"}))
+
+register(Reproduction(
+    "dts-table1-cifar10", "DTS-SNN", "Tables I and II (CIFAR-10)",
+    "Spikformer-4-384 on CIFAR-10 (32x32, 300 epochs, AdamW lr 4e-3, batch 256): fixed T = 1, 2, 4, 6, the "
+    "TET and Hoyer baselines at T = 2, DTS (init 2 / Tmax 4, lambda_m 1e-6; init 4 / Tmax 6, 1e-4)",
+    {"Spikformer T 1 / 2 / 4 / 6 %": "94.13 / 95.29 / 95.66 / 95.94", "DTS %": "94.39 (T 1.15), 95.97 (T 4.79)",
+     "CCT (ANN) %": 96.61, "Hoyer-reg T 2 %": "93.69*", "TET T 2 %": "94.08*"},
+    False, "a GPU, CIFAR-10 (--set download=true fetches it)",
+    "GPU: 3.5-7.4 min per epoch and run on one H200 (measured training step), 7 runs x 300 epochs: ~5-10 days",
+    "dts_tables", {"table": "1", "dataset": "cifar10", **_DTS_PAPER_SCALE, "lambda_m": 1e-6,
+                   "fixed_ts": "1,2,4,6", "baselines": "tet:2,hoyer:2", "dts_rows": "2:4:1e-6,4:6:1e-4"}))
+
+register(Reproduction(
+    "dts-table1-cifar100", "DTS-SNN", "Tables I and II (CIFAR-100)",
+    "Spikformer-4-384 on CIFAR-100 (32x32, 300 epochs, AdamW lr 4e-3, batch 256): fixed T = 1, 2, 3, 4, 6, "
+    "TET at T = 2, Hoyer at T = 1 and 2, DTS (init 2 / Tmax 4, lambda_m 1e-6; init 4 / Tmax 6, 1e-4)",
+    {"Spikformer T 1 / 2 / 3 / 4 / 6 %": "75.05 / 77.10 / 77.61 / 78.14 / 78.85",
+     "DTS %": "78.09 (T 2.73), 78.90 (T 3.81)", "CCT (ANN) %": 80.19, "Hoyer-reg T 1 / 2 %": "71.55 / 71.29*",
+     "TET T 2 %": "74.88*"},
+    False, "a GPU, CIFAR-100 (--set download=true fetches it)",
+    "GPU: 3.5-7.4 min per epoch and run on one H200 (measured training step), 10 runs x 300 epochs: ~1-2 weeks",
+    "dts_tables", {"table": "1", "dataset": "cifar100", **_DTS_PAPER_SCALE, "lambda_m": 1e-6,
+                   "fixed_ts": "1,2,3,4,6", "baselines": "tet:2,hoyer:1,hoyer:2", "dts_rows": "2:4:1e-6,4:6:1e-4"}))
+
+register(Reproduction(
+    "dts-table1-imagenet", "DTS-SNN", "Table I (ImageNet)",
+    "Spikformer-8-512 on ImageNet (224x224, 300 epochs, AdamW lr 1e-3, batch 168): fixed T = 1, 2, 4 and DTS "
+    "(init 2 / Tmax 4, lambda_m 1e-6)",
+    {"Spikformer T 1 / 2 / 4 %": "63.12* / 66.03* / 73.38", "DTS %": "68.04 (T 1.30)"},
+    False, "ImageNet on disk (--data-root), several GPUs' worth of time",
+    "GPU: weeks on one GPU (4 runs x 300 ImageNet epochs); not run here", "dts_tables",
+    {"table": "1", "dataset": "imagenet", "arch": "spikformer-8-512", "img_size": 224, "epochs": 300,
+     "batch_size": 168, "lr": 1e-3, "train_subset": 0, "test_subset": 0, "lambda_m": 1e-6, "fixed_ts": "1,2,4",
+     "baselines": "", "dts_rows": "2:4:1e-6"}))
+
+register(Reproduction(
+    "dts-tables3-5-cifar100", "DTS-SNN", "Tables III, IV, V and Fig. 2 (paper scale)",
+    "the ablations at the paper's scale: Spikformer-4-384 on CIFAR-100, 300 epochs; mask-loss groups "
+    "(lambda_m 1e-6), init 1-4 x lambda_m 1e-4 / 1e-6, init 4 / Tmax 6, fixed T = 4 and 6 for Table V, the "
+    "6-step model for Fig. 2",
+    {"Table III qkv+mlp acc / TS": "78.09 / 2.73", "Table IV init 4 Tmax 6: acc / TS": "78.90 / 3.81",
+     "Table V CIFAR-100 NS ViT / Spik. SNN (T 6) TE": "17.15 / 1.89"},
+    False, "a GPU, CIFAR-100 (--set download=true fetches it)",
+    "GPU: 3.5-7.4 min per epoch and run on one H200, 15 runs x 300 epochs: weeks on one GPU", "dts_tables",
+    {"table": "3-5", "dataset": "cifar100", **_DTS_PAPER_SCALE, "lambda_m": 1e-6, "table4_lambdas": "1e-4,1e-6",
+     "table4_inits": "1,2,3,4", "table4_extra": "4:6", "fixed_ts": "4,6", "fig2_t": 6}))
+
+register(Reproduction(
+    "sit-fig7", "SIT", "Fig. 7 (spiking-softmax error vs K)",
+    "SpikingSoftmax (shipped SI-exp neurons, SI-norm) against softmax on rows of U[-1, 1] logits, K = 4-16, "
+    "row lengths 8, 64, 197: elementwise MSE, relative RMSE, mean row L1",
+    {"K = 12 'MSE'": 0.013991, "SI-exp fit RMSE (Sec. 3.1)": 0.0015413, "chosen K": 12},
+    True, "nothing (random logits)", "quick ~10 s (500 rows per length), full ~30 s", "sit_tables",
+    {"part": "fig7", "test_subset": 0}))
+
+register(Reproduction(
+    "sit-tables2-5", "SIT", "Tables 2-4 (layer by layer), Table 5 (energy)",
+    "SIT-conversion of the committed CIFAR-10 vit-cifar-tiny (4 attention blocks, tanh range restriction): "
+    "top-1 after 0..4 blocks converted (spiking softmax, K = 12), conversion loss, energy per image",
+    {"Table 2 EdgeNeXt CIFAR-10 0-3 blocks %": "97.69 / 97.69 / 97.68 / 97.69",
+     "Table 3 Next-ViT CIFAR-10 0-4 blocks %": "97.62 / 97.61 / 97.61 / 97.61 / 97.61",
+     "Table 4 UniFormer CIFAR-10 0 / 10 blocks %": "97.46 / 97.59",
+     "Table 5 CIFAR-10 energy mJ (change)": "EdgeNeXt 3.18 (-45.13%), Next-ViT 21.56 (-19.19%), "
+                                             "UniFormer 4.50 (-24.75%)"},
+    True, "CIFAR-10 image folder (--data-root); the committed results/conversion/vit-cifar-tiny/tanh model",
+    "quick ~1-2 min (1,000 test images), full (10,000) ~6-10 min", "sit_tables",
+    {"part": "layers", "model": "vit-cifar-tiny", "spiking": "softmax", "rows": 2000}))
+
+register(Reproduction(
+    "sit-tables2-5-spiking", "SIT", "Tables 2-5, fully spiking blocks",
+    "as sit-tables2-5 with every linear layer of the converted blocks taking spike-coded input (Q, K, V from "
+    "spiking neurons, few-spike activations; spikevit convert run --spiking all): the paper's energy premise",
+    {"Table 5 CIFAR-10 conversion loss (points)": "EdgeNeXt 0.00, Next-ViT -0.01, UniFormer +0.13",
+     "Table 5 CIFAR-10 energy change": "-45.13% / -19.19% / -24.75%"},
+    True, "CIFAR-10 image folder (--data-root); the committed results/conversion/vit-cifar-tiny/tanh model",
+    "quick ~2-4 min (1,000 test images), full ~15-25 min", "sit_tables",
+    {"part": "layers", "model": "vit-cifar-tiny", "spiking": "all", "rows": 2000}))
+
+register(Reproduction(
+    "sit-table2-edgenext", "SIT", "Table 2 (EdgeNeXt, ImageNet-1K column), Table 5 row",
+    "timm EdgeNeXt-S with its published ImageNet weights, SIT-converted block by block (3 attention blocks), "
+    "ImageNet-1K validation top-1, conversion loss, energy per image",
+    {"0-3 blocks %": "79.42 / 79.30 / 79.30 / 79.18", "Table 5: params / FLOPs / energy": "5.59M / 1.26G / "
+     "3.19 mJ (-44.96%)"},
+    False, "timm weights download (edgenext_small), ImageNet validation set on disk (--data-root), a GPU",
+    "GPU: ~10-20 min (5 passes over 50,000 images); CPU: hours", "sit_tables",
+    {"part": "layers", "model": "timm:edgenext_small"}))
+
+register(Reproduction(
+    "sit-table3-nextvit", "SIT", "Table 3 (Next-ViT, ImageNet-1K column), Table 5 row",
+    "timm Next-ViT-S with its published ImageNet weights, SIT-converted block by block, ImageNet-1K "
+    "validation top-1, conversion loss, energy per image",
+    {"0-4 blocks %": "81.71 / 81.71 / 81.72 / 81.72 / 81.72", "Table 5: params / FLOPs / energy":
+     "31.76M / 5.8G / 21.83 mJ (-18.18%)"},
+    False, "timm weights download (nextvit_small), ImageNet validation set on disk (--data-root), a GPU",
+    "GPU: ~20-40 min; CPU: a day", "sit_tables", {"part": "layers", "model": "timm:nextvit_small"}))
+
+register(Reproduction(
+    "sit-table4-deit", "SIT", "Table 4 shape (deep transformer, ImageNet-1K)",
+    "UniFormer is not in timm or torchvision: timm DeiT-S (12 attention blocks) with its published ImageNet "
+    "weights stands in as the deep model, SIT-converted block by block; ImageNet-1K validation top-1, energy",
+    {"UniFormer 0 / 10 blocks %": "77.16 / 77.11", "largest change over 1-10 blocks (points)": 0.05,
+     "Table 5 UniFormer: params / FLOPs / energy": "10.21M / 1.3G / 4.49 mJ (-24.92%)"},
+    False, "timm weights download (deit_small_patch16_224), ImageNet validation set on disk (--data-root), a GPU",
+    "GPU: ~30-60 min (13 passes over 50,000 images); CPU: a day", "sit_tables",
+    {"part": "layers", "model": "timm:deit_small_patch16_224"}))
