@@ -220,12 +220,13 @@ def _random_state(tmp_path, arch, **kw) -> str:
 
 
 @pytest.mark.parametrize("name,arch,img,blocks,kw", [("sit-table2-edgenext", "edgenext_small", 32, 3, {}),
+                                                      ("sit-table3-nextvit", "nextvit_small", 64, 4, {}),
                                                       ("sit-table4-deit", "deit_small_patch16_224", 32, 12,
                                                        {"img_size": 32})])
 def test_sit_paper_scale_entries_on_a_tiny_slice(name, arch, img, blocks, kw, data_slices, tmp_path):
     """The GPU entries' code path (timm model, state dict, block-by-block conversion, energy) with random
-    weights on CIFAR-10 images; the number of attention blocks is the architecture's (EdgeNeXt: 3, as the
-    paper's Table 2; DeiT-S: 12)."""
+    weights on CIFAR-10 images; the number of attention blocks is the architecture's (EdgeNeXt-S: 3 and
+    Next-ViT-S: 4, as the paper's Tables 2, 3 and 5; DeiT-S: 12)."""
     pytest.importorskip("timm")
     rep = get_reproduction(name)
     p = rep.params() | {"dataset": "cifar10", "checkpoint": _random_state(tmp_path, arch, **kw), "img_size": img,
@@ -237,6 +238,8 @@ def test_sit_paper_scale_entries_on_a_tiny_slice(name, arch, img, blocks, kw, da
     assert len(rows) == blocks + 1
     if name == "sit-table2-edgenext":
         assert [r["paper_T2_EdgeNeXt_acc1"] for r in rows] == [97.69, 97.69, 97.68, 97.69]
+    if name == "sit-table3-nextvit":
+        assert [r["paper_T3_Next-ViT_acc1"] for r in rows] == [97.62, 97.61, 97.61, 97.61, 97.61]
 
 
 def test_sit_published_weights_need_imagenet(tmp_path):
