@@ -45,9 +45,42 @@ def hand_sops(model, loader, device) -> dict[str, float]:
     return total
 
 
+def _calibrated(spec: str, args):
+    """A random DTS / fixed-T Spikformer whose batch norms hold the statistics of 500 training images."""
+    from torch import nn
+
+    from spikevit.train import build_model
+
+    tmax, _, init = spec.partition(":")
+    dts = bool(init)
+    extra = {"tmax": int(tmax), "dts": dts, **({"init_steps": int(init)} if dts else {})}
+    model, run = build_model(args.arch, args.dataset, None, extra, seed=args.seed)
+    g = torch.Generator().manual_seed(args.seed)
+    for m in model.spiking_layers().values():
+        if m.dtss is not None:                               # gates: random kept-step prefixes
+            m.dtss.tp.data.copy_(torch.randn(m.dtss.tp.shape, generator=g))
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = None
+            m.reset_running_stats()
+    size = run["model_kwargs"].get("img_size")
+    train = seeded_subset(load_dataset(args.dataset, args.data_root, "train",
+                                       build_transforms(args.dataset, False, False, size)), 500, args.seed)
+    model.train()
+    with torch.no_grad():
+        for x, _ in torch.utils.data.DataLoader(train, batch_size=100):
+            model(x)
+    name = f"calibrated-{'dts' if dts else 'fixed'}-T{tmax}" + (f"-init{init}" if dts else "")
+    return name, model.eval(), run
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", nargs="+", required=True, help="training directories holding model.safetensors")
+    ap.add_argument("--runs", nargs="+", default=[], help="training directories holding model.safetensors")
+    ap.add_argument("--calibrated", nargs="*", default=None, metavar="TMAX[:INIT]",
+                    help="instead of trained runs: random spikformer-1-64 models (4:2 = DTS, tmax 4, 2 kept steps "
+                         "to start, random gates; 4 = fixed T 4) with batch-norm statistics of training images")
+    ap.add_argument("--arch", default="spikformer-1-64")
     ap.add_argument("--data-root", required=True)
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--test-subset", type=int, default=2000)
@@ -59,9 +92,10 @@ def main() -> int:
     device = torch.device("cpu")
     em = get_energy_model(args.energy_model)
     summary_rows, layer_rows, results = [], [], {}
-    for run_dir in args.runs:
-        name = Path(run_dir).name
-        model, run = load_trained_model(Path(run_dir) / "model.safetensors")
+    models = [(Path(r).name, *load_trained_model(Path(r) / "model.safetensors")) for r in args.runs]
+    for spec in args.calibrated or []:
+        models.append(_calibrated(spec, args))
+    for name, model, run in models:
         size = run.get("model_kwargs", {}).get("img_size")
         test = load_dataset(args.dataset, args.data_root, "test", build_transforms(args.dataset, False, False, size))
         test = seeded_subset(test, args.test_subset, args.seed)
@@ -97,11 +131,13 @@ def main() -> int:
              "performed) and the classifier (token-averaged spikes are graded: one accumulate per spike and "
              "class; the hand formula divided the spike count by the number of tokens). 1x1 convs and the "
              "attention products agree exactly. Zero checks and membrane accesses are unchanged.")
-    cmd = "python benchmarks/profile_dts_measure.py --runs " + " ".join(f"RUNS/{Path(r).name}" for r in args.runs) + \
+    cmd = "python benchmarks/profile_dts_measure.py" + \
+        (" --runs " + " ".join(f"RUNS/{Path(r).name}" for r in args.runs) if args.runs else "") + \
+        (" --calibrated " + " ".join(args.calibrated) if args.calibrated else "") + \
         f" --data-root DATA --dataset {args.dataset} --test-subset {args.test_subset} --batch-size {args.batch_size}"
     write_report(args.out, cmd, {k: v for k, v in vars(args).items() if k not in ("runs", "data_root", "out")},
                  results, tables={"runs": summary_rows, "layers": layer_rows},
-                 title="DTS measurements: engine vs hand formulas on the same trained models", notes=notes)
+                 title="DTS measurements: engine vs hand formulas on the same models", notes=notes)
     return 0
 
 

@@ -216,3 +216,15 @@ def test_head_and_zero_checks_through_the_engine():
     assert syn["head"].zero_checks == pytest.approx(sum(s.numel() for s in heads[-3:]) / 12)
     for n, xs in inputs.items():
         assert syn[n].zero_checks == pytest.approx(sum(x.numel() for x in xs[-3:]) / 12), n
+
+
+def test_gate_arithmetic_is_not_a_synaptic_layer():
+    """The DTSS time mask is computed from the gate parameters (a small matmul): the profile sees it, the
+    DTS accounting leaves it out, so the synaptic layers are exactly the convs, attention and the head."""
+    model, loader = model_and_loader(4)
+    meas = measure(model, loader)
+    names = {s.name for s in meas.synaptic}
+    convs = {n for n, m in model.named_modules() if isinstance(m, ConvBN)}
+    attn = {n for n, m in model.named_modules() if isinstance(m, SpikeAttention)}
+    assert names == convs | attn | {"sps.enc.0", "head"}
+    assert [s.name for s in meas.synaptic if s.kind == "encoding"] == ["sps.enc.0"]

@@ -95,10 +95,19 @@ def _layer_of(name: str, modules: dict[str, nn.Module]) -> str:
     return parent if leaf == "conv" and isinstance(modules.get(parent), ConvBN) else name
 
 
+def _gate_arithmetic(name: str, modules: dict[str, nn.Module]) -> bool:
+    """Products inside a DTSS-gated LIF compute its time mask from the gate parameters (a few multiplies,
+    the same for every input): not a synaptic layer, left out of the DTS accounting."""
+    parts = name.split(".")
+    return any(isinstance(modules.get(".".join(parts[:i])), DTSSLIF) for i in range(1, len(parts) + 1))
+
+
 def _layers(prof: Profile, modules: dict[str, nn.Module]) -> dict[str, dict]:
     """Per layer (forward order): dense MACs, ACs, zero checks (summed), the first product's shapes."""
     out: dict[str, dict] = {}
     for r in prof.ops:
+        if _gate_arithmetic(r.module, modules):
+            continue
         d = out.setdefault(_layer_of(r.module, modules), {"dense": 0, "macs": 0, "acs": 0, "zero_checks": 0,
                                                           "shapes": r.shapes})
         d["dense"] += r.dense
