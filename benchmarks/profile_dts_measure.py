@@ -125,7 +125,7 @@ def main() -> int:
                                "same": same})
         print(f"{name}: SOPs {row['SOPs_M_hand']:.4f} M (hand) -> {row['SOPs_M_engine']:.4f} M (engine), "
               f"energy {row['energy_uJ_hand']:.4f} -> {row['energy_uJ_engine']:.4f} uJ", flush=True)
-    notes = ("Same trained models, same test images, masked steps skipped. Engine: spikevit.dts.measure (the "
+    notes = ("Same models (trained runs, or random ones with data batch-norm statistics where named 'calibrated'), same test images, masked steps skipped. Engine: spikevit.dts.measure (the "
              "operator-level profile). Hand: the formulas the DTS measurements used before. Differences: 3x3 SPS "
              "convs (the hand formula charged kernel taps on the zero padding; the engine counts the accumulates "
              "performed) and the classifier (token-averaged spikes are graded: one accumulate per spike and "
