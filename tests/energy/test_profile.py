@@ -333,3 +333,15 @@ def test_spiking_softmax_reports_si_exp_and_si_norm_spikes():
     assert p.spiking["softmax"].spikes == pytest.approx(si_exp) and p.spiking["softmax"].neurons == 24
     norm = p.spiking["softmax.si_norm"]
     assert norm.spikes == float((out * 8).round().sum()) and norm.steps == 8
+
+
+def test_transposed_conv_counts_every_tap_of_each_input():
+    """conv_transpose (stride 2, no padding: nothing is cropped): each input element meets C_out x k x k
+    weights, so dense = inputs x C_out x 9 and a spike input costs nnz x C_out x 9 accumulates."""
+    up = nn.ConvTranspose2d(3, 5, 3, stride=2, bias=False)
+    x = torch.zeros(2, 3, 4, 4)
+    x[0, 0, 1, 2] = x[1, 2, 3, 3] = x[1, 1, 0, 0] = 1.0
+    p = profile(up, x)
+    r = _only(p)
+    assert r.op == "conv_transpose2d" and r.dense == x.numel() * 5 * 9
+    assert (p.macs, p.acs) == (0, 3 * 5 * 9)
