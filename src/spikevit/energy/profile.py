@@ -105,6 +105,10 @@ class Profile:
     module_order: list[str] = field(default_factory=list)
     output: object = field(default=None, repr=False)   # what the profiled call returned (not kept by ``+``)
 
+    def __repr__(self) -> str:
+        return (f"Profile(samples={self.samples}, macs={self.macs:,}, acs={self.acs:,}, products={len(self.ops)}, "
+                f"spiking_layers={len(self.spiking)})")
+
     # -- totals ---------------------------------------------------------------------------------------------
     @property
     def macs(self) -> int:
