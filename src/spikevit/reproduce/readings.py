@@ -180,7 +180,8 @@ def run(ctx: Context, p: dict):
         if done is None:
             done = run_reading(ctx, p, name, train, test, order)
             partial.put(name, done)
-        rows.append(done)
+        n = train.features.shape[1] * (2 if READINGS[name][1].get("pixels") == "on-off" else 1)
+        rows.append({"reading": name, "changes": done["changes"], "N": done.get("N", n)} | done)
     best = max(rows, key=lambda r: r["max_sum"])
     within = [r["reading"] for r in rows
               if all(abs(r.get(f"diff_{k}", 99)) <= 0.5 for k in ("max_activation", "max_sum"))]
