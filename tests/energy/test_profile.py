@@ -345,3 +345,22 @@ def test_transposed_conv_counts_every_tap_of_each_input():
     r = _only(p)
     assert r.op == "conv_transpose2d" and r.dense == x.numel() * 5 * 9
     assert (p.macs, p.acs) == (0, 3 * 5 * 9)
+
+
+def test_constant_products_are_counted_but_not_in_the_purity_table():
+    """A product of parameters only (here a weight Gram matrix) does not depend on the input: it is
+    performed and counted, flagged constant, and left out of the spike-purity tables."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 4, generator=torch.Generator().manual_seed(13)))
+
+        def forward(self, x):
+            gram = self.w @ self.w.T                                 # constant
+            return x.transpose(0, 1).reshape(-1, 4) @ gram           # input-dependent, through a copy
+
+    p = profile(Net(), torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(14)))
+    const, data = p.ops
+    assert const.constant and not data.constant
+    assert p.macs == 64 + 6 * 4 * 4
+    assert [r["module"] for r in p.purity()] == [""] and p.purity_summary()[0]["products"] == 1

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from spikevit.energy import rules as _rules
 from spikevit.energy.models import EnergyModel, get_energy_model
@@ -51,6 +52,7 @@ class OpRecord:
     zero_checks: int = 0      # elements of spike / graded operands that enter the product (not outputs of
                               # another product): one zero check each on event-driven hardware
     nonzero_macs: int = 0     # MACs whose first (activation) operand is non-zero: zero-skipping hardware
+    constant: bool = False    # no operand depends on the model's inputs (e.g. a gate mask from parameters)
 
     @property
     def block(self) -> str:
@@ -212,11 +214,15 @@ class Profile:
     def purity(self) -> list[dict]:
         """Spike purity per block: for each product, the kinds of its operands.
 
-        One row per (block, module, op): ``operands`` such as ``spike x analog``; ``pure`` is True when
-        the product is event-driven (at least one spike / graded operand, so it costs no MACs).
+        One row per (block, module, op): ``operands`` such as ``spike x analog``; ``event_driven`` is True
+        when at least one operand is a spike / graded tensor (the product costs no MACs).  Constant
+        products (no operand depends on the inputs, e.g. a gate mask computed from parameters) are left
+        out: they are not part of the data path (their counts stay in the totals).
         """
         rows = []
         for r in _merge_ops(self.ops):
+            if r.constant:
+                continue
             rows.append({"block": r.block, "module": r.module, "op": r.op + (f" ({r.part})" if r.part else ""),
                          "operands": " x ".join(r.operands), "event_driven": r.macs == 0 and r.dense > 0,
                          "macs": r.macs, "acs": r.acs})
@@ -226,6 +232,8 @@ class Profile:
         """Per block: products, how many are event-driven, and the share of dense work on spike operands."""
         blocks: OrderedDict[str, dict] = OrderedDict()
         for r in self.ops:
+            if r.constant:
+                continue
             d = blocks.setdefault(r.block, {"block": r.block, "products": set(), "event_driven": set(),
                                             "dense": 0, "dense_event_driven": 0, "macs": 0, "acs": 0})
             key = (r.module, r.op, r.part)
@@ -267,11 +275,11 @@ class Profile:
 def _merge_ops(ops: list[OpRecord]) -> list[OpRecord]:
     merged: OrderedDict[tuple, OpRecord] = OrderedDict()
     for r in ops:
-        key = (r.module, r.op, r.part, r.operands, r.aten)
+        key = (r.module, r.op, r.part, r.operands, r.aten, r.constant)
         t = merged.get(key)
         if t is None:
             merged[key] = OpRecord(r.module, r.op, r.operands, r.macs, r.acs, r.dense, r.shapes, r.aten, r.part,
-                                   r.calls, r.sources, r.zero_checks, r.nonzero_macs)
+                                   r.calls, r.sources, r.zero_checks, r.nonzero_macs, r.constant)
         else:
             t.macs += r.macs
             t.acs += r.acs
@@ -325,8 +333,14 @@ class _Counter(TorchDispatchMode):
         rule = self.p.rules.get(packet)
         if not self.p.stack:                                   # only products inside the model's forward
             return out
+        flat_in = tree_flatten((args, kwargs))[0]
+        dependent = any(self.p.is_dependent(a) for a in flat_in)
+        if dependent:
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor):
+                    self.p.mark_dependent(t)
         if rule is not None:
-            self.p.record(packet, rule(args, kwargs, out))
+            self.p.record(packet, rule(args, kwargs, out), constant=not dependent)
             for t in (out if isinstance(out, (tuple, list)) else (out,)):
                 if isinstance(t, torch.Tensor):
                     self.p.mark_source(t, _PRODUCT + self.p.stack[-1])
@@ -359,15 +373,44 @@ class _Profiler:
         self.fn_names = _Names()
         self.sources: dict[int, tuple] = {}                    # storage -> (weakref to tensor, producer)
         self.kinds: dict[tuple, tuple] = {}                    # tensor key -> (weakref to base, kind, c, sparse)
+        self.dependent: dict[int, list] = {}                   # storages computed from the model's inputs
         self.handles = []
         self._modes = None
 
     # provenance: which spiking module (or softmax) produced an operand, through views
     def mark_source(self, t: torch.Tensor, name: str) -> None:
         try:
-            self.sources[t.untyped_storage().data_ptr()] = (weakref.ref(t), name)
+            self.sources[t.untyped_storage().data_ptr()] = (weakref.ref(t._base if t._base is not None else t), name)
         except (RuntimeError, TypeError):
             pass
+
+    # input dependence: a product none of whose operands depends on the inputs is constant (gate masks
+    # from parameters, weight-only arithmetic): performed, counted, but not part of the data path
+    def mark_dependent(self, t: torch.Tensor) -> None:
+        """Every live tensor object on a storage is remembered (a storage outlives some of its tensors,
+        e.g. a clone whose ``_unsafe_view`` carries on)."""
+        try:
+            ptr = t.untyped_storage().data_ptr()
+        except (RuntimeError, TypeError, NotImplementedError):
+            return
+        owner = t._base if t._base is not None else t
+        refs = [r for r in self.dependent.get(ptr, ()) if r() is not None]
+        if not any(r() is owner for r in refs):
+            refs.append(weakref.ref(owner))
+        self.dependent[ptr] = refs
+
+    def is_dependent(self, t) -> bool:
+        if not isinstance(t, torch.Tensor):
+            return False
+        try:
+            ptr = t.untyped_storage().data_ptr()
+        except (RuntimeError, TypeError, NotImplementedError):
+            return True                                        # unknown storage: assume it carries data
+        for ref in self.dependent.get(ptr, ()):
+            alive = ref()
+            if alive is not None and alive.untyped_storage().data_ptr() == ptr:
+                return True
+        return False
 
     def source_of(self, t: torch.Tensor | None) -> str | None:
         if t is None:
@@ -405,7 +448,11 @@ class _Profiler:
     def _pre(self, m, args):
         if not self.stack:                                     # a new call of the model
             self.sources.clear()
+            self.dependent.clear()
             self.profile.samples += _batch_size(args)
+            for a in tree_flatten(args)[0]:
+                if isinstance(a, torch.Tensor):
+                    self.mark_dependent(a)
         self.stack.append(self.names[m])
         if _rules.spiking_rule(m) is not None:
             self.spiking_depth += 1
@@ -449,10 +496,11 @@ class _Profiler:
             h.remove()
         self.handles.clear()
         self.sources.clear()
+        self.dependent.clear()
         self.stack.clear()
         self.spiking_depth = 0
 
-    def record(self, packet, products) -> None:
+    def record(self, packet, products, constant: bool = False) -> None:
         module = self.stack[-1]
         fname = self.fn_names.stack[0] if self.fn_names.stack else None
         for prod in products:
@@ -468,7 +516,8 @@ class _Profiler:
             self.profile.ops.append(OpRecord(module, fname or _rules.default_op_name(packet, prod),
                                              tuple(k.kind for k in kinds), int(macs), int(acs), int(dense), shapes,
                                              packet.__name__.split(".")[-1], prod.label, sources=sources,
-                                             zero_checks=int(checks), nonzero_macs=int(nonzero)))
+                                             zero_checks=int(checks), nonzero_macs=int(nonzero),
+                                             constant=constant))
 
 
 def _spiking_kind(m: nn.Module) -> str:
