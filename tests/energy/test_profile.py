@@ -364,3 +364,16 @@ def test_constant_products_are_counted_but_not_in_the_purity_table():
     assert const.constant and not data.constant
     assert p.macs == 64 + 6 * 4 * 4
     assert [r["module"] for r in p.purity()] == [""] and p.purity_summary()[0]["products"] == 1
+
+
+def test_keyword_inputs_are_inputs():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, *, x):
+            return self.fc(x)
+
+    p = profile(Net(), x=torch.randn(5, 4, generator=torch.Generator().manual_seed(15)))
+    assert p.samples == 5 and p.macs == 5 * 4 * 2 and not _only(p).constant and len(p.purity()) == 1

@@ -445,12 +445,12 @@ class _Profiler:
         return op
 
     # module attribution
-    def _pre(self, m, args):
+    def _pre(self, m, args, kwargs=None):
         if not self.stack:                                     # a new call of the model
             self.sources.clear()
             self.dependent.clear()
-            self.profile.samples += _batch_size(args)
-            for a in tree_flatten(args)[0]:
+            self.profile.samples += _batch_size(list(args) + list((kwargs or {}).values()))
+            for a in tree_flatten((args, kwargs or {}))[0]:
                 if isinstance(a, torch.Tensor):
                     self.mark_dependent(a)
         self.stack.append(self.names[m])
@@ -481,7 +481,7 @@ class _Profiler:
 
     def __enter__(self) -> Profile:
         for m in self.names:
-            self.handles.append(m.register_forward_pre_hook(self._pre))
+            self.handles.append(m.register_forward_pre_hook(self._pre, with_kwargs=True))
             self.handles.append(m.register_forward_hook(self._post, always_call=True))
         self._modes = [torch.no_grad(), self.fn_names, _Counter(self)]
         for mode in self._modes:
