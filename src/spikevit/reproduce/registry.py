@@ -367,7 +367,7 @@ register(Reproduction(
      "Table 5 CIFAR-10 energy mJ (change)": "EdgeNeXt 3.18 (-45.13%), Next-ViT 21.56 (-19.19%), "
                                              "UniFormer 4.50 (-24.75%)"},
     True, "CIFAR-10 image folder (--data-root); the committed results/conversion/vit-cifar-tiny/tanh model",
-    "quick ~1-2 min (1,000 test images), full (10,000) ~6-10 min", "sit_tables",
+    "quick 27 s measured (1,000 test images, one torch thread), full (10,000) ~4-6 min", "sit_tables",
     {"part": "layers", "model": "vit-cifar-tiny", "spiking": "softmax", "rows": 2000}))
 
 register(Reproduction(
