@@ -188,6 +188,10 @@ def test_fewspike_lookup_equals_simulation(fn, K):
     near = (x[:, None] - pieces["edges"][None]).abs().min(1).values < 1e-9     # ties at a piece edge
     torch.testing.assert_close(lo[~near], out[~near], atol=1e-12, rtol=0)
     assert torch.equal(cnt[~near], count[~near]) and int(near.sum()) < 5
+    out_t, total = fs_lookup(x, pieces, total=True)                          # spike total by piece histogram
+    assert torch.equal(out_t, lo) and total == float(cnt.sum())
+    no_grid = {k: v for k, v in pieces.items() if not k.startswith("grid_")}  # plain binary search: same
+    assert torch.equal(fs_lookup(x, no_grid)[0], lo)
     for i in range(0, 20001, 997):                                            # and the scalar reference
         ref, train = _fs_reference(float(x[i]), p["T"].tolist(), p["h"].tolist(), p["d"].tolist())
         if not near[i]:

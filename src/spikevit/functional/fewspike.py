@@ -173,17 +173,50 @@ def fs_pieces(T: torch.Tensor, h: torch.Tensor, d: torch.Tensor, max_pieces: int
         if len(nxt) > max_pieces:
             return None
         pieces = sorted(nxt)
-    return {"edges": torch.tensor([p[0] for p in pieces[1:]], dtype=torch.float64),
-            "out": torch.tensor([p[3] for p in pieces], dtype=torch.float64),
-            "count": torch.tensor([p[4] for p in pieces], dtype=torch.float64)}
+    out = {"edges": torch.tensor([p[0] for p in pieces[1:]], dtype=torch.float64),
+           "out": torch.tensor([p[3] for p in pieces], dtype=torch.float64),
+           "count": torch.tensor([p[4] for p in pieces], dtype=torch.float64)}
+    out.update(_grid(out["edges"]))
+    return out
 
 
-def fs_lookup(x: torch.Tensor, pieces: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(out, count)`` of the few-spike neuron by table lookup (:func:`fs_pieces`). ``x: [*]`` -> ``[*]``.
+def _grid(edges: torch.Tensor, max_cells: int = 1 << 16) -> dict:
+    """A uniform grid over the edges with cells no wider than the smallest gap between edges, so that each
+    cell holds at most one edge: piece(x) = base[cell] + (x >= next_edge[cell])."""
+    if edges.numel() < 2:
+        return {}
+    gap = float((edges[1:] - edges[:-1]).min())
+    span = float(edges[-1] - edges[0])
+    if not gap > 0 or span / gap + 3 > max_cells:
+        return {}
+    w = gap
+    lo = float(edges[0]) - w
+    cells = int(span / w) + 3
+    left = lo + w * torch.arange(cells, dtype=torch.float64)
+    base = torch.searchsorted(edges, left, right=True)
+    nxt = torch.cat((edges, torch.tensor([float("inf")], dtype=torch.float64)))[base]
+    return {"grid_lo": lo, "grid_inv_w": 1.0 / w, "grid_base": base, "grid_next": nxt}
+
+
+def fs_lookup(x: torch.Tensor, pieces: dict, total: bool = False) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """``(out, count)`` of the few-spike neuron by table lookup (:func:`fs_pieces`). ``x: [*]`` -> ``[*]``;
+    with ``total=True`` the second value is the number of spikes of all inputs together (a float).
 
     Equal to :func:`fs_neuron_with_count` except for inputs within rounding of a piece edge (the
     step-by-step form accumulates ``v`` in the input's precision).
     """
-    edges = pieces["edges"].to(device=x.device, dtype=x.dtype)
-    idx = torch.searchsorted(edges, x.contiguous(), right=True)
-    return pieces["out"].to(device=x.device, dtype=x.dtype)[idx], pieces["count"].to(device=x.device, dtype=x.dtype)[idx]
+    flat = x.reshape(-1)
+    if "grid_base" in pieces:                   # uniform grid: one cell lookup and one comparison per input
+        cells = pieces["grid_base"].numel()
+        c = ((flat - pieces["grid_lo"]) * pieces["grid_inv_w"]).floor_().clamp_(0, cells - 1).long()
+        base = pieces["grid_base"].to(x.device).index_select(0, c)
+        nxt = pieces["grid_next"].to(device=x.device, dtype=x.dtype).index_select(0, c)
+        idx = base + (flat >= nxt)
+    else:
+        edges = pieces["edges"].to(device=x.device, dtype=x.dtype)
+        idx = torch.searchsorted(edges, flat.contiguous(), right=True)
+    out = pieces["out"].to(device=x.device, dtype=x.dtype).index_select(0, idx).reshape(x.shape)
+    if total:                                   # spikes summed over all inputs: a histogram of the pieces
+        hist = torch.bincount(idx, minlength=pieces["count"].numel()).to(torch.float64)
+        return out, float((hist * pieces["count"].to(device=x.device)).sum())   # elementwise: not a product
+    return out, pieces["count"].to(device=x.device, dtype=x.dtype).index_select(0, idx).reshape(x.shape)

@@ -25,15 +25,17 @@ def _squeeze_fn(squeeze: str | None):
     return SQUEEZES[squeeze]
 
 
-def _fs_fast(m: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _fs_fast(m: nn.Module, x: torch.Tensor, total: bool = False) -> tuple[torch.Tensor, torch.Tensor | float]:
     """``(out, spike count)`` of module ``m``'s few-spike neuron (buffers ``T, h, d``) on ``x``: by table lookup
-    of its pieces (:func:`fs_pieces`, cached per parameter values), else step by step."""
+    of its pieces (:func:`fs_pieces`, cached per parameter values), else step by step.  ``total``: the
+    second value is the spike count of all inputs together (float)."""
     key = (m.T.data_ptr(), m.h.data_ptr(), m.d.data_ptr(), m.T._version, m.h._version, m.d._version)
     if getattr(m, "_pieces_key", None) != key:
         m._pieces, m._pieces_key = fs_pieces(m.T, m.h, m.d), key
     if m._pieces is None:
-        return fs_neuron_with_count(x, m.T, m.h, m.d)
-    return fs_lookup(x, m._pieces)
+        out, count = fs_neuron_with_count(x, m.T, m.h, m.d)
+        return (out, float(count.sum())) if total else (out, count)
+    return fs_lookup(x, m._pieces, total=total)
 
 
 class SpikingSoftmax(nn.Module):
@@ -76,15 +78,17 @@ class SpikingSoftmax(nn.Module):
         xf = x.float()
         masked = torch.isneginf(xf)
         s = self._squeeze(xf) if self._squeeze is not None else xf
-        e, count = _fs_fast(self, s)
-        if masked.any():
+        if masked.any():                 # masked entries (-inf) emit nothing
+            e, count = _fs_fast(self, s)
             e = e.masked_fill(masked, 0.0)
-            count = count.masked_fill(masked, 0.0)
+            spikes = float(count.masked_fill(masked, 0.0).sum())
+        else:
+            e, spikes = _fs_fast(self, s, total=True)
         vth = e.sum(self.dim, keepdim=True)
         ok = vth > 0
         out = si_norm_fast(e, torch.where(ok, vth, torch.ones_like(vth)), self.norm_steps)
         out = torch.where(ok, out, torch.zeros_like(out))
-        self.last_spikes = float(count.sum())
+        self.last_spikes = spikes
         self.last_neurons = x.numel()
         self.last_norm_spikes = None if self.norm_steps is None else float((out * self.norm_steps).round().sum())
         return out.to(dtype)
@@ -124,9 +128,9 @@ class FewSpikeActivation(nn.Module):
             out._spike_code = code           # a following SpikingLinear / SpikingConv consumes the spikes
             self.last_spikes = float(z.sum())
         else:
-            out, count = _fs_fast(self, x.float())
+            out, spikes = _fs_fast(self, x.float(), total=True)
             out = out.to(x.dtype)
-            self.last_spikes = float(count.sum())
+            self.last_spikes = spikes
         self.last_neurons = x.numel()
         return out
 
