@@ -167,3 +167,15 @@ def test_paper_hybrids_convert_at_every_level(arch, blocks):
             assert len(driven) == 2 * blocks and all(r["op"].startswith(("matmul", "scaled")) for r in driven)
         else:
             assert rows and len(driven) == len(rows)
+
+
+def test_all_level_at_a_k_without_activation_fit_and_outside_no_grad():
+    from spikevit.conversion.params import available
+
+    torch.manual_seed(0)
+    model = create_model("vit-cifar-micro").eval()
+    snn = convert(model, 4, spiking="all", calibration=torch.randn(8, 3, 32, 32))
+    k = snn.sit_conversion["activation_steps"]
+    assert k == min(x for x in available("gelu") if x >= 4)          # the nearest fitted GELU neuron above K = 4
+    y = snn(torch.randn(2, 3, 32, 32))                               # no torch.no_grad(): spikes carry no gradient
+    assert y.shape == (2, 10) and bool(torch.isfinite(y).all())

@@ -411,7 +411,8 @@ def convert(model: nn.Module, steps: int = 12, *, spiking: str = "softmax", cali
         activations: elementwise activation modules to replace, inside the converted blocks, by fitted
             few-spike neurons: names among ``gelu``, ``silu``, ``sigmoid``, or ``"all"`` (``"all"`` is
             implied by ``spiking="all"``).
-        activation_steps: K of those neurons (default ``steps``).
+        activation_steps: K of those neurons (default ``steps`` if fitted for every activation, else the
+            nearest fitted K above it; recorded in ``model.sit_conversion``).
         norm_steps: SI-norm time steps (``None``: the paper's real-valued fast form).
         inplace: modify ``model`` itself instead of a deep copy.
 
@@ -461,20 +462,35 @@ def convert(model: nn.Module, steps: int = 12, *, spiking: str = "softmax", cali
             parent_name = name.rpartition(".")[0]
             parent = net.get_submodule(parent_name) if parent_name else net
             if acts:
+                act_steps = _activation_steps(acts, activation_steps, steps)
                 # few-spike coding: the activation's own spikes feed the next layer (time coding throughout);
                 # rate coding: the next layer's IF neurons integrate the activation's output and fire counts
-                _convert_activations(parent, acts, activation_steps or steps,
-                                     hand_over=spiking == "all" and coding == "fewspike")
+                _convert_activations(parent, acts, act_steps, hand_over=spiking == "all" and coding == "fewspike")
             if spiking == "all":
                 _spike_code_layers(parent, coding, coding_steps, parent_name, device)
     net.sit_conversion = {"steps": steps, "spiking": spiking, "coding": coding if spiking != "softmax" else None,
                           "coding_steps": coding_steps if spiking != "softmax" else None,
                           "blocks": sorted(selected), "attention_blocks": len(found), "squeeze": squeeze,
-                          "activations": acts, "norm_steps": norm_steps,
+                          "activations": acts, "activation_steps": _activation_steps(acts, activation_steps, steps)
+                          if acts else None, "norm_steps": norm_steps,
                           "block_names": [found[i][0].rpartition(".")[0] for i in sorted(selected)]}
     if batches is not None:
         calibrate(net, batches)
     return net
+
+
+def _activation_steps(acts: list[str], activation_steps: int | None, steps: int) -> int:
+    """K of the few-spike activations: ``activation_steps`` if given, else ``steps`` when every activation
+    has a fit with that K, else the smallest fitted K above ``steps`` (else the largest below)."""
+    from spikevit.conversion.params import available
+
+    if activation_steps is not None:
+        return activation_steps
+    common = set.intersection(*(set(available(a)) for a in acts))
+    if steps in common or not common:
+        return steps
+    above = sorted(k for k in common if k > steps)
+    return above[0] if above else max(common)
 
 
 def _spike_code_layers(root: nn.Module, coding: str, steps: int, prefix: str, device) -> int:

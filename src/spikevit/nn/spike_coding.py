@@ -162,7 +162,7 @@ class SpikeEncoder(nn.Module):
         theta = self.theta.to(x.dtype).reshape(shape)
         if self.coding == "rate":
             # counts of the positive and the negative IF neuron (closed form of if_rate_counts on x and -x)
-            u = x * (self.steps / theta)
+            u = x.detach() * (self.steps / theta)             # spikes carry no gradient (Heaviside)
             spikes = torch.empty((2, *x.shape), dtype=x.dtype, device=x.device)
             torch.floor(u + 0.5, out=spikes[0])
             torch.floor(0.5 - u, out=spikes[1])
