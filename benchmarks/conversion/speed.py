@@ -25,6 +25,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--codings", default="rate,fewspike", help="codings of the attention / all configurations")
     ap.add_argument("--out", required=True, help="report path without extension")
     args = ap.parse_args()
 
@@ -43,7 +44,7 @@ def main() -> None:
     cal = torch.randn(64, 3, size, size, generator=g).to(dev)
     K = args.steps
     models = {"ANN": net, "softmax": convert(net, K)}
-    for coding in ("rate", "fewspike"):
+    for coding in args.codings.split(","):
         for level in ("attention", "all"):
             models[f"{level} ({coding})"] = convert(net, K, spiking=level, calibration=cal, coding=coding)
     times = {k: [] for k in models}
