@@ -143,7 +143,11 @@ def cmd_fit_neuron(args) -> int:
     from spikevit.conversion.params import PACKAGE_PARAMS, read_params
     from spikevit.reports import write_report
 
+    from spikevit.validation import check_output
+
     target_function(args.function)
+    check_output(args.out, "--out")
+    check_output(args.json, "--json", inputs=[args.out])
     domain = tuple(args.domain) if args.domain else DEFAULT_DOMAINS[args.function]
     init = None
     if args.init_from != "none":
