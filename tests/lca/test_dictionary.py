@@ -199,3 +199,20 @@ def test_shallow_training_rows_prefer_non_exemplars_and_map_atoms():
     assert (excl[:20] == -1).all()                          # the 20 non-exemplars come first
     # the 10 exemplar rows carry their own atom to silence
     assert torch.equal(d.source[excl[20:]], train.index[rows[20:]])
+
+
+def test_evaluate_hands_the_cached_gramian_to_the_dense_backend():
+    from spikevit.data.features import FeatureSet
+    from spikevit.lca.pipeline import evaluate
+
+    x, y = _features(p=40, n=16)
+    d = Dictionary.from_features(x[:10], y[:10], dataset="toy")
+    d.add(x[10:12], y[10:12], dataset="toy", split="train")
+    g = torch.Generator().manual_seed(3)
+    test = FeatureSet(3 * torch.randn(20, 16, generator=g, dtype=torch.float64), torch.arange(20) % 3,
+                      torch.arange(20), {"backbone": None, "dataset": "toy", "split": "test"})
+    dense = evaluate(d, test, None, lam=0.5, steps=30, backend="gramian", shallow_train_size=0, device="cpu")
+    assert d._gram is not None and d._gram_m == d.size          # built once, kept for later additions
+    ref = evaluate(d, test, None, lam=0.5, steps=30, backend="factored", shallow_train_size=0, device="cpu")
+    assert dense.accuracy == ref.accuracy
+    torch.testing.assert_close(dense.active_mean, ref.active_mean)

@@ -95,7 +95,8 @@ def evaluate(dictionary: Dictionary, test: FeatureSet, train: FeatureSet | None 
     C = max(dictionary.num_classes, int(test.labels.max()) + 1)
     kw = dict(lam=lam, tau=tau, steps=steps, rectify=rectify, threshold=threshold, backend=backend)
     if (backend if backend != "auto" else choose_backend(*atoms.shape, dev)) == "gramian":
-        kw["gram"] = dictionary.gramian().to(dev)        # kept and extended as atoms are added
+        dtype = torch.promote_types(atoms.dtype, test.features.dtype)
+        kw["gram"] = dictionary.gramian().to(dev, dtype)  # kept and extended as atoms are added
 
     preds = {"max_activation": [], "max_sum": []}
     act_sum = torch.zeros(steps, dtype=torch.float64)
