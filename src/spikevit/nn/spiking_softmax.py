@@ -60,7 +60,7 @@ class SpikingSoftmax(nn.Module):
                  norm_steps: int | None = None, params: dict | None = None):
         super().__init__()
         if params is None:
-            from spikevit.conversion.params import si_exp_parameters
+            from spikevit.nn.fewspike_params import si_exp_parameters
 
             params = si_exp_parameters(steps)
         require(params["T"].numel() == steps, f"params have {params['T'].numel()} steps, expected {steps}")
@@ -109,7 +109,7 @@ class FewSpikeActivation(nn.Module):
     def __init__(self, function: str, steps: int = 12, params: dict | None = None):
         super().__init__()
         if params is None:
-            from spikevit.conversion.params import few_spike_parameters
+            from spikevit.nn.fewspike_params import few_spike_parameters
 
             params = few_spike_parameters(function, steps)
         self.function, self.steps = function, steps
