@@ -80,23 +80,15 @@ def _block_energy(prof, energy_model: str) -> list[dict]:
 
 
 def _plot(rows: list[dict], path: Path, title: str) -> str | None:
-    try:
-        import matplotlib
+    from spikevit.reports import pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(rows) + 2), 3.5))
     ax.bar([r["block"] for r in rows], [r["energy_uJ_per_sample"] for r in rows], color="tab:blue")
     ax.set_ylabel("energy per sample (uJ)")
     ax.set_title(title, fontsize=9)
     ax.tick_params(axis="x", rotation=60, labelsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)
+    return str(save_figure(fig, path))
 
 
 def cmd_profile(args) -> int:

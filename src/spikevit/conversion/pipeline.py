@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from spikevit.errors import SpikevitError, require
+from spikevit.reports import pyplot, save_figure
 from spikevit.validation import (
     check_input_file,
     check_output,
@@ -223,10 +224,10 @@ def run(model: str, checkpoint: str | None = None, *, dataset: str = "cifar10", 
     )
     from spikevit.data import dataset_spec, load_dataset
     from spikevit.energy import get_energy_model
-    from spikevit.train.evaluate import evaluate
     from spikevit.reports import write_report
     from spikevit.runtime import pick_device, seed_everything
     from spikevit.train import build_transforms, seeded_subset
+    from spikevit.train.evaluate import evaluate
 
     # -- checks, before any work -----------------------------------------------------------------------------
     require(spiking in LEVELS, f"--spiking {spiking!r}: choose from {list(LEVELS)}")
@@ -402,21 +403,9 @@ def sweep_notes(rows: list[dict] | None = None) -> str:
             "is most likely a differently normalised error; compare it with rel_rmse.")
 
 
-def _pyplot():
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
 def sweep_plot(rows: list[dict], png: Path, title: str) -> str | None:
     """Two panels over K: elementwise MSE (with the paper's Fig. 7 point) and relative RMSE / mean row L1."""
-    plt = _pyplot()
-    if plt is None:
-        return None
+    plt = pyplot()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10.5, 4.2))
     for n, src in sorted({(r["row_length"], r.get("logits", "U[-1, 1]")) for r in rows}):
         pts = sorted((r["K"], r["mse"], r["rel_rmse"], r["mean_row_l1"]) for r in rows
@@ -436,17 +425,13 @@ def sweep_plot(rows: list[dict], png: Path, title: str) -> str | None:
     ax.set_title("elementwise MSE", fontsize=9)
     bx.set_title("||err||_2 / ||softmax||_2 and mean_rows sum_i |err_i|", fontsize=9)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return str(png)
+    return str(save_figure(fig, png))
 
 
 def energy_plot(rows: list[dict], png: Path, title: str) -> str | None:
     """Bars per block: energy of the ANN and of the converted model (mJ per image)."""
-    plt = _pyplot()
-    if plt is None or not rows:
+    plt = pyplot()
+    if not rows:
         return None
     fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(rows) + 3), 4))
     xs = range(len(rows))
@@ -457,11 +442,7 @@ def energy_plot(rows: list[dict], png: Path, title: str) -> str | None:
     ax.set_ylabel("mJ per image")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return str(png)
+    return str(save_figure(fig, png))
 
 
 def pre_squeeze_logit_stats(model, loader, device, max_batches: int = 1) -> dict:

@@ -13,7 +13,7 @@ from spikevit.errors import SpikevitError
 from spikevit.lca.decoders import ShallowDecoder, class_sums, max_activation
 from spikevit.lca.dictionary import Dictionary
 from spikevit.lca.encode import choose_backend, encode_batches
-from spikevit.reports import write_report
+from spikevit.reports import pyplot, save_figure, write_report
 from spikevit.runtime import pick_device, synchronize
 
 
@@ -186,9 +186,7 @@ def write_evaluation(ev: Evaluation, json_path, *, command: str, config: dict, p
 
 
 def plot_active_curve(ev: Evaluation, path: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     k = torch.arange(1, len(ev.active_mean) + 1)
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -197,7 +195,5 @@ def plot_active_curve(ev: Evaluation, path: Path) -> Path:
                     label="± 1 std")
     ax.set_xlabel("time step k"); ax.set_ylabel("active neurons")
     ax.set_title(f"Active neurons per step (M = {ev.info['M']}, M̂ = {ev.m_hat:.1f})")
-    ax.legend(); fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120); plt.close(fig)
-    return path
+    ax.legend()
+    return save_figure(fig, path)

@@ -17,7 +17,7 @@ from spikevit.data.features import (
     load_features,
 )
 from spikevit.errors import SpikevitError
-from spikevit.reports import write_report
+from spikevit.reports import pyplot, save_figure, write_report  # noqa: F401  (used by every study module)
 
 
 @dataclass
@@ -132,20 +132,6 @@ def split_targets(dataset: str, root, split: str) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- plots
 
-
-def pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def save_figure(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot().close(fig)
-    return path
 
 
 # --------------------------------------------------------------------------- resumable partial results
