@@ -289,7 +289,8 @@ def write_study_report(runs, work: Path, out_json: Path, config: TrainConfig, da
 def _notes(rows: list[dict], samples: int | None = None) -> str:
     text = ("All runs share the training budget (epochs, batch, data subset, optimiser, schedule). "
             "T_avg is the mean of T_l over all LIF layers (Eq. 3); T_qkv_mlp the mean over the qkv and mlp LIF "
-            "layers, T_avg_gated over every layer a mask loss can act on (all but the head), T_penalised over "
+            "layers, T_avg_gated over the layers of the sps, qkv, attn and mlp groups (every LIF under the paper's "
+            "layer grouping, all but the head LIF under 'feeds'), T_penalised over "
             "the layers of the run's own mask loss. SA = spikes / (neurons x Tmax); "
             "SOPs are accumulates per image; energy per image with the dts45nm model (AC 1.8 pJ, MAC 13.32 pJ, "
             "zero check 0.05 pJ, 5 pJ per membrane read/write).")
