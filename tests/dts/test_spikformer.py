@@ -118,7 +118,6 @@ def test_eval_skipping_does_not_compute_masked_steps():
     lif_steps, conv_rows = {}, []
     for m in names:
         m.lif.register_forward_hook(lambda mod, a, o, m=m: lif_steps.__setitem__(names[m], a[0].shape[0]))
-    feeds = {}  # conv -> the LIF it reads from, in forward order
     for m in model.modules():
         if isinstance(m, ConvBN):
             m.conv.register_forward_hook(lambda mod, a, o: conv_rows.append(a[0].shape[0]))
