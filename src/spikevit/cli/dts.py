@@ -22,7 +22,7 @@ def _add_dts_args(p: argparse.ArgumentParser, arch: str = "spikformer-4-384", st
     g.add_argument("--grouping", choices=["paper", "feeds"], default="paper",
                    help="which LIF layers form the groups: 'paper' (DTS-SNN Eq. 7: a LIF belongs to the part whose "
                         "weights produce its input; Q/K/V LIFs are 'qkv') or 'feeds' (the part of the dot product "
-                        "it feeds; the assignment before issue 14)")
+                        "it feeds; the earlier assignment)")
     b = p.add_argument_group("Table II baselines (losses on the same Spikformer)")
     if not study:
         b.add_argument("--loss", choices=["ce", "tet"], default="ce",

@@ -35,7 +35,7 @@ part whose weights produce its input, so "the layers that compute the query, key
 maps one to one onto the paper's Spikformer, whose LIF follows each conv (Fig. 2: five SPS, five SSA and
 two MLP layers per block): our SPS LIFs and block 1's input LIF are its five SPS LIFs, the MLP input LIF
 spikes what its proj_lif spikes (the projection), the next block's input LIF (or the head LIF) what its
-fc2_lif spikes.  ``feeds`` tags each LIF with the dot product it feeds (the assignment before issue 14).
+fc2_lif spikes.  ``feeds`` tags each LIF with the dot product it feeds (the earlier assignment).
 Convs carry the part of their own weights (``q/k/v`` qkv, ``proj`` attn, ``fc1/fc2`` mlp, SPS convs sps)
 under either grouping.  Fixed-T Spikformer: ``dts=False`` (all ``tmax`` steps everywhere).
 

@@ -256,7 +256,7 @@ def run_reproduction(name: str, *, quick: bool = False, overrides: dict | None =
     return rep.load().run(ctx, params)
 
 
-# --------------------------------------------------------------------------- DTS-SNN and SIT (issue 15)
+# --------------------------------------------------------------------------- DTS-SNN and SIT
 
 _DTS_PAPER_SCALE = {"arch": "spikformer-4-384", "epochs": 300, "batch_size": 256, "lr": 4e-3, "train_subset": 0,
                     "test_subset": 0}
