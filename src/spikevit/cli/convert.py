@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
@@ -132,10 +131,6 @@ def _config(args) -> dict:
     return {k: v for k, v in vars(args).items() if k != "func"}
 
 
-def _command_line() -> str:
-    return "spikevit " + " ".join(sys.argv[1:])
-
-
 def cmd_fit_neuron(args) -> int:
 
     from spikevit.conversion import fit_few_spike, store_fit
@@ -166,7 +161,7 @@ def cmd_fit_neuron(args) -> int:
           f"RMSE {fit.rmse:.6f}, max |error| {fit.max_abs_error:.5f} ({fit.seconds:.0f} s); "
           f"{'stored in' if stored else 'not better than the fit already in'} {args.out}")
     if args.json:
-        write_report(args.json, _command_line(), {**_config(args), "domain": list(domain)}, fit.to_dict(),
+        write_report(args.json, args.command_line, {**_config(args), "domain": list(domain)}, fit.to_dict(),
                      tables={"history": fit.history}, title=f"Few-spike fit: {args.function}, K = {args.steps}",
                      notes="RMSE measured by simulating the neuron (spike when v >= T) on the fitting points.")
     return 0
@@ -184,7 +179,7 @@ def cmd_sweep(args) -> int:
     json_path = Path(args.json)
     png = sweep_plot(rows, json_path.with_suffix(".png"), "Spiking softmax vs softmax, logits ~ U[-1, 1]")
     k12 = {r["row_length"]: r for r in rows if r["K"] == 12}
-    write_report(json_path, _command_line(), _config(args), {"K12_by_row_length": k12, "paper_fig7_K12_mse": 0.013991},
+    write_report(json_path, args.command_line, _config(args), {"K12_by_row_length": k12, "paper_fig7_K12_mse": 0.013991},
                  tables={"softmax_error_vs_K": rows}, title="Spiking-softmax error vs K", notes=sweep_notes(rows),
                  figures=[png] if png else [])
     for r in rows:
@@ -205,5 +200,5 @@ def cmd_run(args) -> int:
         img_size=args.img_size, workers=args.workers, calibration_samples=args.calibration_samples,
         energy_batches=args.energy_batches, energy_model=args.energy_model, e_mac=args.e_mac, e_ac=args.e_ac,
         sweep_steps=_steps_list(args.sweep_steps) if args.sweep_steps else (), seed=args.seed, device=args.device,
-        json=args.json, download=args.download, command=_command_line())
+        json=args.json, download=args.download, command=args.command_line)
     return 0

@@ -188,13 +188,12 @@ def _evaluate_and_report(args, dictionary, train, test):
         train = train if train is not None else _features(args, "train")
         result.probes = {"knn_k10": knn_probe(train, test, device=pick_device(args.device)),
                          "logistic_regression": logistic_probe(train, test, seed=args.seed)}
-    command = getattr(args, "command_line", "spikevit lca " + args.command)
     config = _config(args)
     if args.backend == "auto":  # record what "auto" resolved to on this machine
         from spikevit.lca.encode import choose_backend
         from spikevit.runtime import pick_device
         config["backend_resolved"] = choose_backend(dictionary.feature_dim, dictionary.size, pick_device(args.device))
-    write_evaluation(result, args.json, command=command, config=config, plots=not args.no_plots)
+    write_evaluation(result, args.json, command=args.command_line, config=config, plots=not args.no_plots)
     print(result.summary())
 
 

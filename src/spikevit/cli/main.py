@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Vision transformers and CNN features to spiking, neuromorphic form: exemplar LCA decoders "
                     "(ViT-LCA / D-SELD), dynamic time-step spiking ViTs (DTS), SIT ANN-to-SNN conversion.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.set_defaults(command_line="spikevit")   # main() records the real command line here
     sub = parser.add_subparsers(dest="group", metavar="COMMAND")
     sub.required = True
     for name, module in COMMAND_GROUPS.items():

@@ -147,7 +147,7 @@ def cmd_profile(args) -> int:
              "multiply-accumulates (MACs, the dense count). Energy = MACs e_mac + ACs e_ac (+ FLOPs e_flop) of "
              f"the {em} model; neuron updates, zero checks and memory are not in it. Counting rules: "
              "spikevit.energy.rules.")
-    write_report(out, getattr(args, "command_line", "spikevit profile"), config, summary,
+    write_report(out, args.command_line, config, summary,
                  tables={"energy per block": blocks, "per module": prof.by_module(em),
                          "per operator": prof.by_operator(), "spike purity per block": prof.purity_summary(),
                          "spike purity": prof.purity(), "spiking layers": prof.spiking_rows()},

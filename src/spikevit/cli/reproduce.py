@@ -1,7 +1,6 @@
 """``spikevit reproduce``: one command per paper result (``--list`` describes them all)."""
 from __future__ import annotations
 
-import shlex
 import sys
 import textwrap
 
@@ -77,11 +76,9 @@ def cmd_reproduce(args):
     from spikevit.cli.lca import DEFAULT_CACHE
     from spikevit.reproduce import run_reproduction
 
-    command = "spikevit reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 \
-        and sys.argv[1] == "reproduce" else f"spikevit reproduce {args.name}" + (" --quick" if args.quick else "")
     path = run_reproduction(args.name, quick=args.quick, overrides=_overrides(args.set),
                             data_root=Path(args.data_root) if args.data_root else None,
                             cache=Path(args.cache or DEFAULT_CACHE), out=Path(args.out), device=args.device,
-                            extract=not args.no_extract, command=command)
+                            extract=not args.no_extract, command=args.command_line)
     print(f"{args.name}: {path} (+ {Path(path).with_suffix('.md').name}, CSV tables, figures)")
     return 0

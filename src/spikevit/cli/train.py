@@ -106,8 +106,7 @@ def cmd_train(args) -> int:
     train_set, test_set = datasets_from_args(args)
     res = fit(model, train_set, test_set, config, out_dir=args.out, run=run, resume=not args.no_resume)
     if args.json and _is_main():
-        command = getattr(args, "command_line", "spikevit train")
-        write_report(args.json, command, {**config.to_dict(), **run, "out": str(Path(args.out))},
+        write_report(args.json, args.command_line, {**config.to_dict(), **run, "out": str(Path(args.out))},
                      {"test": res.final, "epochs_run": len(res.history), "resumed_from_epoch": res.resumed_from},
                      tables={"epochs": [_flat(e) for e in res.history]}, title=f"Training {args.model}")
     return 0
