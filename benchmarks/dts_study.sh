@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The DTS CPU studies of results/dts/ (issue 14): one `spikevit dts study` call per (seed, run), each run
+# The DTS CPU studies of results/dts/: one `spikevit dts study` call per (seed, run), each run
 # under the shared heavy-job lock, so the studies can be killed and rerun (finished runs are skipped,
 # unfinished ones resume from their last epoch) and other heavy jobs can interleave between runs.
 #
@@ -24,7 +24,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} SPIKEVIT_QUIET=1
 case $what in
 mnist-paper*)
   # the runs of results/dts/study.md (MNIST 3k, Spikformer-1-64, 3 epochs) whose mask loss is qkv+mlp,
-  # with the paper's layer grouping (the default since issue 14)
+  # with the paper's layer grouping (the default)
   args=(--dataset mnist --data-root "$data" --arch spikformer-1-64 --tmax 4 --init-steps 2 --epochs 3
         --batch-size 50 --lr 4e-3 --warmup-epochs 0.3 --train-subset 3000 --test-subset 2000
         --lambdas 1e-3,1e-2,3e-2,1e-1 --groupings qkv+mlp --fixed-t "" --no-nomask --grouping paper)
