@@ -7,8 +7,6 @@
 #   benchmarks/dts_study.sh cifar10 DATA_ROOT WORK_DIR          # CIFAR-10: fixed T = 1, 2, 4, TET, Hoyer vs DTS
 #   benchmarks/dts_study.sh cifar10-report DATA_ROOT WORK_DIR   # the CIFAR-10 report (seed 0 + replicates)
 #   benchmarks/dts_study.sh mnist-paper-report DATA_ROOT WORK_DIR
-#   benchmarks/dts_study.sh cifar10-gpu DATA_ROOT WORK_DIR      # a larger CIFAR-10 study on one CUDA GPU: every
-#                                                               # (seed, run) as its own process, all at once
 #
 # DATA_ROOT holds <dataset>/{train,test}/<class>/...; WORK_DIR receives one folder per seed.
 # SPIKEVIT_CMD overrides the command (default .venv/bin/spikevit), e.g. "python3 -m spikevit.cli.main";
@@ -17,7 +15,6 @@ set -euo pipefail
 what=${1:?study name}; data=${2:?data root}; work=${3:?work dir}
 cd "$(dirname "$0")/.."
 read -r -a spikevit <<< "${SPIKEVIT_CMD:-.venv/bin/spikevit}"
-parallel=0
 lock=${SPIKEVIT_HEAVY_LOCK:-/tmp/spikevit-heavy.lock}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} SPIKEVIT_QUIET=1
 
@@ -30,15 +27,6 @@ mnist-paper*)
         --lambdas 1e-3,1e-2,3e-2,1e-1 --groupings qkv+mlp --fixed-t "" --no-nomask --grouping paper)
   runs=(dts-qkv+mlp-lam1e-3 dts-qkv+mlp-lam1e-2 dts-qkv+mlp-lam3e-2 dts-qkv+mlp-lam1e-1)
   seeds=(0 1); json=results/dts/study-paper-grouping.json ;;
-cifar10-gpu*)
-  # the same design, larger: Spikformer-2-128, 10,000 training images (1,000 per class), 5,000 test images,
-  # 10 epochs at batch 128, on one CUDA device
-  args=(--dataset cifar10 --data-root "$data" --arch spikformer-2-128 --tmax 4 --init-steps 2 --epochs 10
-        --batch-size 128 --lr 4e-3 --warmup-epochs 1 --train-subset 10000 --test-subset 5000 --eval-every 10
-        --lambdas 1e-2 --groupings qkv+mlp --fixed-t 1,2,4 --no-nomask --grouping paper
-        --baselines tet:2,hoyer:2 --tet-lambda 1e-3 --hoyer-lambda 1e-8)
-  runs=(fixed-T1 fixed-T2 dts-qkv+mlp-lam1e-2 fixed-T4 tet-T2 hoyer-T2)
-  seeds=(0 1 2); json=results/dts/cifar10-gpu-study.json; parallel=1 ;;
 cifar10*)
   # CIFAR-10 32x32, 5,000 training images (500 per class), 2,000 test images, Spikformer-1-64, 3 epochs,
   # three seeds on the same images: fixed T = 1, 2, 4; the Table II baselines (TET, Hoyer) at T = 2;
@@ -56,21 +44,14 @@ if [[ -n ${SEEDS:-} ]]; then read -r -a seeds <<< "$SEEDS"; fi    # e.g. SEEDS="
 if [[ $what == *-report ]]; then
   reps=()
   for s in "${seeds[@]:1}"; do reps+=(--replicate "seed$s=$work/seed$s"); done
-  "${spikevit[@]}" dts study "${args[@]}" --out "$work/seed0" --data-seed 0 --report-only "${reps[@]}" --json "$json"
+  "${spikevit[@]}" dts study "${args[@]}" --out "$work/seed${seeds[0]}" --seed "${seeds[0]}" --data-seed 0 --report-only "${reps[@]}" --json "$json"
   exit 0
 fi
 for s in "${seeds[@]}"; do
   for r in "${runs[@]}"; do
     if [[ -f $work/seed$s/$r/measure.json ]]; then continue; fi
     echo "$(date -u +%H:%M:%S) seed $s run $r"
-    if (( parallel )); then
-      mkdir -p "$work/logs"
-      "${spikevit[@]}" dts study "${args[@]}" --device cuda --seed "$s" --data-seed 0 --runs "$r" \
-        --out "$work/seed$s" --no-report > "$work/logs/seed$s-$r.log" 2>&1 &
-    else
-      flock "$lock" nice -n 5 "${spikevit[@]}" dts study "${args[@]}" --seed "$s" --data-seed 0 --runs "$r" \
-        --out "$work/seed$s" --no-report
-    fi
+    flock "$lock" nice -n 5 "${spikevit[@]}" dts study "${args[@]}" --seed "$s" --data-seed 0 --runs "$r" \
+      --out "$work/seed$s" --no-report
   done
 done
-wait
