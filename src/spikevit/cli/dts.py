@@ -125,7 +125,7 @@ def cmd_train(args) -> int:
     loader = make_loader(test_set, min(args.batch_size, 256), 0, 1, False, 0, args.workers)
     m = measure(res.model, loader, pick_device(args.device), args.eval_batches)
     out_json = Path(args.json) if args.json else Path(args.out) / "report.json"
-    write_report(out_json, "spikevit dts train", {**config.to_dict(), **spec.to_dict(), **info, "out": args.out},
+    write_report(out_json, args.command_line, {**config.to_dict(), **spec.to_dict(), **info, "out": args.out},
                  {"summary": m.summary(), "final_test": res.final},
                  tables={"layers": m.layer_rows(), "synaptic layers": m.synaptic_rows()},
                  title=f"DTS training: {spec.arch} on {args.dataset}")
@@ -158,7 +158,7 @@ def cmd_evaluate(args) -> int:
     figures = []
     if args.fig2:
         figures.append(str(plot_histograms(input_histograms(model, loader, dev), args.fig2)))
-    write_report(args.json, "spikevit dts evaluate", {"checkpoint": args.checkpoint, "run": run,
+    write_report(args.json, args.command_line, {"checkpoint": args.checkpoint, "run": run,
                                                       "dataset": args.dataset, "test_subset": args.test_subset},
                  {"summary": m.summary(args.energy_model)},
                  tables={"layers": m.layer_rows(), "synaptic layers": m.synaptic_rows(),
@@ -189,15 +189,8 @@ def cmd_study(args) -> int:
         replicates[label.strip()] = path.strip()
     run_study(runs, args.dataset, args.data_root, config, args.out, args.json, args.train_subset, args.test_subset,
               args.img_size, select, not args.no_report, None, args.eval_batches, args.energy_model,
-              command="spikevit dts study " + " ".join(_argv()), train=not args.report_only,
+              command=args.command_line, train=not args.report_only,
               data_seed=args.data_seed, replicates=replicates)
     if not args.no_report:
         print(f"study report: {args.json}")
     return 0
-
-
-def _argv() -> list[str]:
-    import sys
-
-    argv = sys.argv[1:]
-    return argv[2:] if argv[:2] == ["dts", "study"] else argv

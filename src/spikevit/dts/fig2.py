@@ -70,10 +70,9 @@ def input_histograms(model: nn.Module, loader, device="cpu", bins: int = 60, max
 
 def plot_histograms(hists: dict[str, dict], path: str | Path, max_layers: int = 16, title: str | None = None) -> Path:
     """Grid of per-layer histograms (step 1 vs later steps), the cosine similarity in each title."""
-    import matplotlib
+    from spikevit.reports import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(hists)[:max_layers]
     cols = 4
@@ -92,9 +91,4 @@ def plot_histograms(hists: dict[str, dict], path: str | Path, max_layers: int = 
     axes.flat[0].legend(fontsize=6)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -18,7 +18,7 @@ from spikevit.dts.train import DTSSpec, train_dts
 from spikevit.energy.dts import MembraneOps, SynapticOps, ann_energy, normalised_energy, snn_energy
 from spikevit.errors import SpikevitError, require
 from spikevit.models.spikformer import DEFAULT_GROUPING
-from spikevit.reports import write_report
+from spikevit.reports import pyplot, save_figure, write_report
 from spikevit.runtime import pick_device
 from spikevit.train import TrainConfig, build_datasets, load_trained_model
 from spikevit.train.data import make_loader
@@ -306,10 +306,7 @@ def _notes(rows: list[dict], samples: int | None = None) -> str:
 
 def _plot_seeds(seed_rows: list[dict], path: Path) -> Path:
     """Mean test accuracy over seeds vs mean T_avg per run, bars from the lowest to the highest seed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     style = {"fixed-T": ("o", "k"), "TET": ("*", "C9"), "Hoyer": ("X", "C8"), "DTS": ("s", "C0")}
@@ -330,19 +327,13 @@ def _plot_seeds(seed_rows: list[dict], path: Path) -> Path:
     ax.set_ylabel("test top-1 (%), mean over seeds")
     ax.set_title(f"{seed_rows[0]['n']} seeds: mean, bars from the lowest to the highest seed", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _plot_study(rows: list[dict], epoch_rows: list[dict], path: Path, others: list | None = None) -> Path:
     """(a) accuracy vs T_avg with the fixed-T line, (b) T_avg (solid) and the mean T_l of the penalised
     layers (dashed) vs lambda_m per grouping, the no-mask DTS run at lambda_m = 0, (c) T_avg per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.6))
     fixed = sorted([r for r in rows if r["type"] == "fixed-T"], key=lambda r: r["T_avg"])
@@ -411,11 +402,7 @@ def _plot_study(rows: list[dict], epoch_rows: list[dict], path: Path, others: li
     ax3.set_ylabel("T_avg")
     ax3.set_title("T_avg during training (DTS runs)")
     ax3.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def evaluate_model_file(path: str | Path, test_set, batch_size: int = 128, device: str = "cpu",
