@@ -139,3 +139,19 @@ def test_single_process_helpers_and_errors():
     assert torch.equal(dec["max_sum"], max_sum(out.codes, labels, 5))
     with pytest.raises(SpikevitError, match="sharded"):
         encode_sharded(shard, s, backend="gramian")
+
+
+def test_sharded_evaluation_refuses_a_split_that_gave_atoms(tmp_path):
+    from spikevit.lca import Dictionary
+    from spikevit.lca.distributed import check_split_not_in_dictionary
+
+    x, y = torch.randn(30, 6), torch.arange(30) % 3
+    d = Dictionary.from_features(x[:20], y[:20], dataset="toy")
+    d.save(tmp_path / "d.safetensors")
+    assert check_split_not_in_dictionary(tmp_path / "d.safetensors", "toy", "test") == 0
+    d.add(x[20:], y[20:], torch.arange(10), dataset="toy", split="test")
+    d.save(tmp_path / "d2.safetensors")
+    with pytest.raises(SpikevitError, match="holds 10 atom\\(s\\) taken from the toy test split"):
+        check_split_not_in_dictionary(tmp_path / "d2.safetensors", "toy", "test")
+    assert check_split_not_in_dictionary(tmp_path / "d2.safetensors", "toy", "test", allow=True) == 10
+    assert check_split_not_in_dictionary(tmp_path / "d2.safetensors", "toy", "train", allow=True) == 20

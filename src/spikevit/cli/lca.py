@@ -119,6 +119,8 @@ def register(sub) -> None:
     p.add_argument("--limit", type=arg_positive_int, default=None, help="first N rows of the split only")
     add_device_arg(p); add_json_arg(p, ShardedRun.json)
     p.add_argument("--codes-out", default=None, help="also gather the codes on rank 0 and save them (small runs)")
+    p.add_argument("--allow-test-atoms", action="store_true", help="evaluate even though the dictionary holds "
+                   "atoms taken from the evaluated split (the report records how many)")
     p.set_defaults(func=cmd_shard)
 
     p = cmds.add_parser("backbones", help="list the registered backbones", formatter_class=HELP_FMT)
@@ -256,7 +258,8 @@ def cmd_shard(args):
 
     run_sharded(ShardedRun(dictionary=args.dictionary, features=args.features, lca=lca_params(args),
                            batch_size=args.encode_batch, limit=args.limit, device=args.device, json=args.json,
-                           codes_out=args.codes_out), command=args.command_line)
+                           codes_out=args.codes_out, allow_test_atoms=args.allow_test_atoms),
+                command=args.command_line)
 
 
 def cmd_backbones(args):

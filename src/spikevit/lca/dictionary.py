@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from spikevit.errors import SpikevitError
-from spikevit.tensorio import load_tensors, save_tensors
+from spikevit.tensorio import load_tensors, read_metadata, save_tensors
 
 KIND = "lca-dictionary"
 SELECTIONS = ("random", "balanced")
@@ -273,11 +273,7 @@ class Dictionary:
     # ------------------------------------------------------------------ provenance
     def atoms_from(self, dataset: str | None, split: str) -> int:
         """How many atoms come from ``split`` of ``dataset`` (atoms of unknown split count too)."""
-        hits = [i for i, o in enumerate(self.meta["origins"])
-                if o.get("split") in (split, None) and o.get("dataset") in (dataset, None)]
-        if not hits:
-            return 0
-        return int(torch.isin(self.origin, torch.tensor(hits)).sum())
+        return count_atoms_from(self.meta["origins"], self.origin, dataset, split)
 
     def check_disjoint(self, dataset: str | None, split: str, allow: bool = False,
                        flag: str = "--allow-test-atoms") -> int:
@@ -319,17 +315,39 @@ class Dictionary:
         if atoms.ndim != 2 or not atoms.is_floating_point() or not torch.isfinite(atoms).all():
             raise SpikevitError(f"{path}: corrupt dictionary (atoms must be a finite (N, M) float matrix)")
         origin = tensors.get("origin")
-        if origin is None:          # written before provenance: the fitted atoms came from the train split
-            m, added = atoms.shape[1], int(meta.get("added", 0))
-            meta["origins"] = [{"dataset": meta.get("dataset"), "split": meta.get("split", "train")},
-                               {"dataset": meta.get("dataset"), "split": None}]
-            origin = torch.cat([torch.zeros(m - added, dtype=torch.long), torch.ones(added, dtype=torch.long)])
+        if origin is None:
+            meta["origins"], origin = _legacy_origins(meta, atoms.shape[1])
         try:
             d = cls(atoms.float(), tensors["labels"].long(), tensors["source"].long(), meta, origin.long())
             d.check_atoms(unit_norm=meta.get("atom_norm", "unit") == "unit")
         except SpikevitError as exc:
             raise SpikevitError(f"{path}: {exc}") from None
         return d
+
+
+def count_atoms_from(origins: list[dict], origin: torch.Tensor, dataset: str | None, split: str) -> int:
+    """Atoms whose origin (a row of ``origins``) is ``split`` of ``dataset``; unknown splits / datasets count."""
+    hits = [i for i, o in enumerate(origins) if o.get("split") in (split, None) and o.get("dataset") in (dataset, None)]
+    return int(torch.isin(origin, torch.tensor(hits, dtype=torch.long)).sum()) if hits else 0
+
+
+def _legacy_origins(meta: dict, m: int) -> tuple[list[dict], torch.Tensor]:
+    """A file written before provenance: the fitted atoms came from the train split, added ones are unknown."""
+    added = int(meta.get("added", 0))
+    origins = [{"dataset": meta.get("dataset"), "split": meta.get("split", "train")},
+               {"dataset": meta.get("dataset"), "split": None}]
+    return origins, torch.cat([torch.zeros(m - added, dtype=torch.long), torch.ones(added, dtype=torch.long)])
+
+
+def read_provenance(path: str | Path) -> tuple[list[dict], torch.Tensor]:
+    """(origins table, (M,) origin row of every atom) of a dictionary file, without reading its atoms."""
+    from safetensors import safe_open
+
+    meta = read_metadata(path, KIND)
+    with safe_open(str(path), framework="pt") as fh:
+        if "origin" in fh.keys():
+            return meta["origins"], fh.get_tensor("origin").long()
+        return _legacy_origins(meta, fh.get_slice("atoms").get_shape()[1])
 
 
 def extend_gramian(gram: torch.Tensor, old_atoms: torch.Tensor, new_atoms: torch.Tensor,

@@ -208,7 +208,7 @@ class ShardedRun:
     dictionary: saved dictionary (each rank reads its own columns); features: an extracted split folder;
     lca: the dynamics' settings; batch_size: inputs per step batch; limit: first N rows only;
     device: "auto", "cpu" or "cuda" (rank r uses cuda:LOCAL_RANK); json: the report; codes_out: also gather
-    the codes on rank 0 and save them (small runs).
+    the codes on rank 0 and save them (small runs); allow_test_atoms: evaluate even on a split that gave atoms.
     """
 
     dictionary: str
@@ -219,6 +219,7 @@ class ShardedRun:
     device: str = "auto"
     json: str = "results/lca-sharded.json"
     codes_out: str | None = None
+    allow_test_atoms: bool = False
 
     def __post_init__(self):
         positive_int(self.batch_size, "batch_size")
@@ -227,6 +228,22 @@ class ShardedRun:
         if self.lca.backend != "auto" and self.lca.backend not in SHARDABLE:
             raise SpikevitError(f"backend {self.lca.backend!r} cannot run on a sharded dictionary; choose from "
                                 f"{['auto', *SHARDABLE]}")
+
+
+def check_split_not_in_dictionary(path, dataset: str | None, split: str | None, allow: bool = False) -> int:
+    """Refuse (before any encoding) to evaluate on a split that gave atoms to the dictionary file at ``path``,
+    unless ``allow``; return how many atoms came from it (read from the file's provenance, not its atoms)."""
+    from spikevit.lca.dictionary import count_atoms_from, read_provenance
+
+    if split is None:
+        return 0
+    origins, origin = read_provenance(path)
+    n = count_atoms_from(origins, origin, dataset, split)
+    if n and not allow:
+        raise SpikevitError(f"the dictionary holds {n} atom(s) taken from the {dataset} {split} split (or of unknown "
+                            "split); evaluating on that split measures memorisation, not accuracy (pass "
+                            "--allow-test-atoms to do it anyway)")
+    return n
 
 
 def run_sharded(run: ShardedRun, command: str = "spikevit lca shard") -> dict:
@@ -244,6 +261,8 @@ def run_sharded(run: ShardedRun, command: str = "spikevit lca shard") -> dict:
         feats, labels = fs.features[: run.limit], fs.labels[: run.limit]
         if shard.meta.get("backbone") and fs.backbone != shard.meta.get("backbone"):
             raise SpikevitError(f"features come from {fs.backbone!r}, the dictionary from {shard.meta['backbone']!r}")
+        test_atoms = check_split_not_in_dictionary(run.dictionary, fs.meta.get("dataset", shard.meta.get("dataset")),
+                                                   fs.meta.get("split"), run.allow_test_atoms)
         kw = run.lca.kwargs()
         preds = {"max_sum": [], "max_activation": []}
         codes_parts = []
@@ -268,7 +287,8 @@ def run_sharded(run: ShardedRun, command: str = "spikevit lca shard") -> dict:
         bar.close()
         n = feats.shape[0]
         acc = {k: 100.0 * float((torch.cat(v) == labels).double().mean()) for k, v in preds.items()}
-        results = {"accuracy": acc, "world_size": info.world_size, "atoms_total": shard.total,
+        results = {"accuracy": acc, "test_atoms_in_dictionary": test_atoms, "world_size": info.world_size,
+                   "atoms_total": shard.total,
                    "atoms_per_rank": shard.size, "samples": n,
                    "encode_ms_per_sample": 1e3 * t_enc / n, "decode_ms_per_sample": 1e3 * t_dec / n}
         if info.is_main:
