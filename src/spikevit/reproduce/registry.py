@@ -269,7 +269,7 @@ register(Reproduction(
      "qkv+attn+mlp": "77.16 / 1.96 / 4.87 / 181.50", "qkv+mlp": "78.09 / 2.73 / 5.56 / 185.31",
      "no mask loss": "77.10 / 3.93 / 5.33 / 182.69", "setting": "CIFAR-100, Spikformer-4-384, lambda_m 1e-6"},
     True, "MNIST image folder (--data-root)",
-    "quick ~2-4 min (4 runs, 2,000 training / 1,000 test images, 1 epoch), full (3,000 / 2,000, 3 epochs) ~10-15 min",
+    "quick 1.5 min measured (4 runs, 2,000 training / 1,000 test images, 1 epoch; one torch thread), full (3,000 / 2,000, 3 epochs) ~6-10 min",
     "dts_tables", {"table": "3", "table4_inits": "1,2,3,4"}))
 
 register(Reproduction(
@@ -293,7 +293,7 @@ register(Reproduction(
      "CIFAR-10 DTS SNN (T 1.15)": "1 / 1 / 1", "CIFAR-100 NS ViT": "25.7 / 0.88 / 17.15",
      "CIFAR-100 Spik. SNN (T 6)": "1.70 / 2.32 / 1.89", "CIFAR-100 DTS SNN (T 3.81)": "1 / 1 / 1"},
     True, "MNIST image folder (--data-root)",
-    "quick ~2-4 min (4 runs, 2,000 training / 1,000 test images, 1 epoch), full ~10-15 min", "dts_tables",
+    "quick 55 s measured (4 runs, 2,000 training / 1,000 test images, 1 epoch; one torch thread), full ~5-8 min", "dts_tables",
     {"table": "5", "table4_inits": "1,2,3,4"}))
 
 register(Reproduction(
@@ -302,7 +302,7 @@ register(Reproduction(
     "per layer and per group (sps, qkv, attn, mlp); a CPU study on MNIST (T = 4; the paper: 6)",
     {"figure": "step-1 vs later-step distributions of sps / SSA / MLP layers of a 6-step model; no numbers",
      "claim": "the sensitivity to time steps differs by part (sps, qkv, attn, mlp)"},
-    True, "MNIST image folder (--data-root)", "quick ~1 min (one run), full ~3-5 min", "dts_tables",
+    True, "MNIST image folder (--data-root)", "quick 32 s measured (one run), full ~2-4 min", "dts_tables",
     {"table": "fig2", "table4_inits": "1,2,3,4"}))
 
 register(Reproduction(
