@@ -379,7 +379,7 @@ register(Reproduction(
     {"Table 5 CIFAR-10 conversion loss (points)": "EdgeNeXt 0.00, Next-ViT -0.01, UniFormer +0.13",
      "Table 5 CIFAR-10 energy change": "-45.13% / -19.19% / -24.75%"},
     True, "CIFAR-10 image folder (--data-root); the committed results/conversion/vit-cifar-tiny/tanh model",
-    "quick ~2-4 min (1,000 test images), full ~15-25 min", "sit_tables",
+    "quick 42 s measured (1,000 test images, one torch thread), full ~6-10 min", "sit_tables",
     {"part": "layers", "model": "vit-cifar-tiny", "spiking": "all", "rows": 2000}))
 
 register(Reproduction(
