@@ -80,9 +80,9 @@ def write_report(json_path: str | Path, command: str, config: dict, results: dic
     if notes:
         md += [notes, ""]
     for name, rows in tables.items():
-        md += [f"## {name}", "", markdown_table(_jsonable(rows))]
-        fh = io.StringIO(newline="")
         rows = _jsonable(rows)
+        md += [f"## {name}", "", markdown_table(rows)]
+        fh = io.StringIO(newline="")
         if rows:
             keys = list(dict.fromkeys(k for r in rows for k in r))
             w = csv.DictWriter(fh, fieldnames=keys)

@@ -281,14 +281,7 @@ class Dictionary:
 
         Returns the number of such atoms (0 unless ``allow``).
         """
-        n = self.atoms_from(dataset, split)
-        if n and not allow:
-            unknown = any(o.get("split") is None for o in self.meta["origins"])
-            raise SpikevitError(
-                f"the dictionary holds {n} atom(s) taken from the {dataset} {split} split"
-                + (" or from a split it does not record" if unknown else "")
-                + f"; evaluating on that split measures memorisation, not accuracy (pass {flag} to do it anyway)")
-        return n
+        return check_split_disjoint(self.meta["origins"], self.origin, dataset, split, allow, flag)
 
     def provenance(self) -> list[dict]:
         """One row per origin: dataset, split, atom count and index range."""
@@ -329,6 +322,20 @@ def count_atoms_from(origins: list[dict], origin: torch.Tensor, dataset: str | N
     """Atoms whose origin (a row of ``origins``) is ``split`` of ``dataset``; unknown splits / datasets count."""
     hits = [i for i, o in enumerate(origins) if o.get("split") in (split, None) and o.get("dataset") in (dataset, None)]
     return int(torch.isin(origin, torch.tensor(hits, dtype=torch.long)).sum()) if hits else 0
+
+
+def check_split_disjoint(origins: list[dict], origin: torch.Tensor, dataset: str | None, split: str,
+                         allow: bool = False, flag: str = "--allow-test-atoms") -> int:
+    """Refuse to evaluate on a split that contributed atoms (or whose atoms' split is unknown) unless ``allow``;
+    return the number of such atoms."""
+    n = count_atoms_from(origins, origin, dataset, split)
+    if n and not allow:
+        unknown = any(o.get("split") is None for o in origins)
+        raise SpikevitError(
+            f"the dictionary holds {n} atom(s) taken from the {dataset} {split} split"
+            + (" or from a split it does not record" if unknown else "")
+            + f"; evaluating on that split measures memorisation, not accuracy (pass {flag} to do it anyway)")
+    return n
 
 
 def _legacy_origins(meta: dict, m: int) -> tuple[list[dict], torch.Tensor]:

@@ -233,17 +233,11 @@ class ShardedRun:
 def check_split_not_in_dictionary(path, dataset: str | None, split: str | None, allow: bool = False) -> int:
     """Refuse (before any encoding) to evaluate on a split that gave atoms to the dictionary file at ``path``,
     unless ``allow``; return how many atoms came from it (read from the file's provenance, not its atoms)."""
-    from spikevit.lca.dictionary import count_atoms_from, read_provenance
+    from spikevit.lca.dictionary import check_split_disjoint, read_provenance
 
     if split is None:
         return 0
-    origins, origin = read_provenance(path)
-    n = count_atoms_from(origins, origin, dataset, split)
-    if n and not allow:
-        raise SpikevitError(f"the dictionary holds {n} atom(s) taken from the {dataset} {split} split (or of unknown "
-                            "split); evaluating on that split measures memorisation, not accuracy (pass "
-                            "--allow-test-atoms to do it anyway)")
-    return n
+    return check_split_disjoint(*read_provenance(path), dataset, split, allow)
 
 
 def run_sharded(run: ShardedRun, command: str = "spikevit lca shard") -> dict:
