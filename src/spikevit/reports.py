@@ -13,6 +13,7 @@ import io
 import json
 import math
 import platform
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -93,6 +94,34 @@ def write_report(json_path: str | Path, command: str, config: dict, results: dic
         md += [f"![{Path(fig).stem}]({Path(fig).name})", ""]
     atomic_write_text(stem.with_suffix(".md"), "\n".join(md))
     return json_path
+
+
+@dataclass
+class Report:
+    """What a method's library ``run(params)`` returns: the same fields :func:`write_report` writes.
+
+    ``command`` is the command line that reproduces it, ``config`` the parameters (a dataclass as a dict),
+    ``results`` the headline numbers, ``tables`` lists of row dicts, ``figures`` paths of written plots.
+    """
+
+    command: str
+    config: dict
+    results: dict
+    tables: dict[str, list[dict]] = field(default_factory=dict)
+    title: str | None = None
+    notes: str | None = None
+    figures: list[str] = field(default_factory=list)
+    path: Path | None = None          # where :meth:`write` last wrote it
+
+    def write(self, json_path: str | Path) -> Path:
+        """Write the JSON (+ markdown and CSVs beside it); remember and return the path."""
+        self.path = write_report(json_path, self.command, self.config, self.results, self.tables,
+                                 title=self.title, notes=self.notes, figures=self.figures)
+        return self.path
+
+    def to_dict(self) -> dict:
+        return {"command": self.command, "config": _jsonable(self.config), "results": _jsonable(self.results),
+                "tables": _jsonable(self.tables), "figures": list(self.figures)}
 
 
 def _slug(name: str) -> str:
