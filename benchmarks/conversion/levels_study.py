@@ -85,7 +85,7 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     if not args.summary:
-        from spikevit.conversion import run
+        from spikevit.conversion import ConversionParams, run
 
         for c in configs(args.part, [int(k) for k in args.ks.split(",")], args.coding, out):
             if args.only and c["spiking"] not in args.only.split(","):
@@ -101,10 +101,12 @@ def main() -> None:
                    f"{c['coding']}" + ("" if c["layer_by_layer"] else " --no-layer-by-layer")
                    + (f" --test-subset {args.test_subset}" if args.test_subset else "")
                    + (f" --img-size {args.img_size}" if args.img_size else "") + f" --json {path}")
-            run(args.model, args.checkpoint, dataset=args.dataset, data_root=args.data_root, steps=c["steps"],
-                spiking=c["spiking"], coding=c["coding"], layer_by_layer=c["layer_by_layer"],
-                batch_size=args.batch_size, test_subset=args.test_subset, img_size=args.img_size,
-                sweep_steps=() if not c["layer_by_layer"] else tuple(range(4, 17)), json=str(path), command=cmd)
+            run(ConversionParams(args.model, args.checkpoint, dataset=args.dataset, data_root=args.data_root,
+                                 steps=c["steps"], spiking=c["spiking"], coding=c["coding"],
+                                 layer_by_layer=c["layer_by_layer"], batch_size=args.batch_size,
+                                 test_subset=args.test_subset, img_size=args.img_size,
+                                 sweep_steps=tuple(range(4, 17)) if c["layer_by_layer"] else (), json=str(path)),
+                command=cmd)
     summary(out)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
+from spikevit.conversion.params import CODINGS, LEVELS, SQUEEZES, ConversionParams
 from spikevit.validation import (
     arg_finite_float,
     arg_non_negative_int,
@@ -36,6 +37,14 @@ def _steps_list(text: str) -> list[int]:
     if not out:
         raise SpikevitError("no steps given")
     return out
+
+
+def _steps_tuple(text: str) -> tuple[int, ...]:
+    return tuple(_steps_list(text)) if str(text).strip() else ()
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(a.strip() for a in str(text).split(",") if a.strip())
 
 
 def register(sub) -> None:
@@ -80,48 +89,54 @@ def register(sub) -> None:
 
     p = cmds.add_parser("run", help="convert a trained model; layer-by-layer accuracy, spikes, energy",
                         formatter_class=HELP_FMT,
-                        description="spikevit.conversion.run: evaluates the ANN and the model with its first "
-                                    "1..B attention blocks converted at the chosen --spiking level (paper Tables "
-                                    "2-4), energy from the operator profile (Table 5) with per-block energy, spikes "
-                                    "and spike purity, the spiking-softmax error on the model's own attention logits "
-                                    "and the error sweep. Every input is checked before any work.")
+                        description="spikevit.conversion.run(ConversionParams): evaluates the ANN and the model "
+                                    "with its first 1..B attention blocks converted at the chosen --spiking level "
+                                    "(paper Tables 2-4), energy from the operator profile (Table 5) with per-block "
+                                    "energy, spikes and spike purity, the spiking-softmax error on the model's own "
+                                    "attention logits and the error sweep. Every option is a field of "
+                                    "ConversionParams, with its default. Every input is checked before any work.")
+    D = ConversionParams.default
     p.add_argument("--model", required=True, help="registry name (with a spikevit model file), torchvision:<name>, "
                    "timm:<name> (with a state dict) or file:<spikevit model file>")
-    p.add_argument("--checkpoint", default=None, help="spikevit model/checkpoint file (registry models), or a "
-                   "state dict (.safetensors, or .pth read with weights_only) for torchvision/timm models")
-    add_data_args(p, "cifar10")
-    p.add_argument("--steps", type=arg_positive_int, default=12, help="SI-exp time steps K (also the default "
-                   "time steps of the coding neurons)")
-    p.add_argument("--spiking", default="softmax", choices=["softmax", "attention", "all"],
+    p.add_argument("--checkpoint", default=D("checkpoint"), help="spikevit model/checkpoint file (registry "
+                   "models), or a state dict (.safetensors, or .pth read with weights_only) for torchvision/timm")
+    add_data_args(p, D("dataset"))
+    p.add_argument("--steps", type=arg_positive_int, default=D("steps"), help="SI-exp time steps K (also the "
+                   "default time steps of the coding neurons)")
+    p.add_argument("--spiking", default=D("spiking"), choices=LEVELS,
                    help="softmax: spiking softmax only; attention: + Q, K, V out of spiking neurons; all: + every "
                    "linear layer / convolution in the converted blocks takes spike-coded input")
-    p.add_argument("--coding", default="rate", choices=["rate", "fewspike"], help="neurons coding analog values "
+    p.add_argument("--coding", default=D("coding"), choices=CODINGS, help="neurons coding analog values "
                    "(attention / all): rate-coded IF pairs or binary-weighted few-spike neurons")
-    p.add_argument("--coding-steps", type=arg_positive_int, default=None, help="T (rate) / K (few-spike) of the "
-                   "coding neurons (default --steps)")
-    p.add_argument("--calibration-samples", type=arg_positive_int, default=256,
+    p.add_argument("--coding-steps", type=arg_positive_int, default=D("coding_steps"), help="T (rate) / K "
+                   "(few-spike) of the coding neurons (default --steps)")
+    p.add_argument("--calibration-samples", type=arg_positive_int, default=D("calibration_samples"),
                    help="seeded training images that set the coding neurons' thresholds")
-    p.add_argument("--squeeze", default=None, choices=[None, "sigmoid", "tanh"], help="add a range restriction "
+    p.add_argument("--squeeze", default=D("squeeze"), choices=SQUEEZES, help="add a range restriction "
                    "before the spiking softmax (the model should have been fine-tuned with it)")
-    p.add_argument("--activations", default="", help="also convert these activations in the converted blocks: "
-                   "comma list of gelu, silu, sigmoid, or 'all' (implied by --spiking all)")
-    p.add_argument("--activation-steps", type=arg_positive_int, default=None,
+    p.add_argument("--activations", type=_names, default=D("activations"), help="also convert these "
+                   "activations in the converted blocks: comma list of gelu, silu, sigmoid, or 'all' (implied by "
+                   "--spiking all)")
+    p.add_argument("--activation-steps", type=arg_positive_int, default=D("activation_steps"),
                    help="K of the activation neurons (default --steps)")
-    p.add_argument("--norm-steps", type=arg_positive_int, default=None,
+    p.add_argument("--norm-steps", type=arg_positive_int, default=D("norm_steps"),
                    help="SI-norm time steps (default: real-valued fast form)")
-    p.add_argument("--no-layer-by-layer", action="store_true", help="only ANN and fully converted model")
-    p.add_argument("--batch-size", type=arg_positive_int, default=250)
-    p.add_argument("--test-subset", type=arg_positive_int, default=None,
+    p.add_argument("--no-layer-by-layer", dest="layer_by_layer", action="store_false",
+                   help="only ANN and fully converted model")
+    p.add_argument("--batch-size", type=arg_positive_int, default=D("batch_size"))
+    p.add_argument("--test-subset", type=arg_positive_int, default=D("test_subset"),
                    help="evaluate on a seeded class-balanced subset")
-    p.add_argument("--energy-batches", type=arg_positive_int, default=2,
+    p.add_argument("--energy-batches", type=arg_positive_int, default=D("energy_batches"),
                    help="test batches profiled for the energy tables")
-    p.add_argument("--img-size", type=arg_positive_int, default=None)
-    p.add_argument("--workers", type=arg_non_negative_int, default=0)
-    p.add_argument("--energy-model", default="sit45nm", help="energy constants (spikevit.energy.ENERGY_MODELS)")
-    p.add_argument("--e-mac", type=arg_positive_float, default=None, help="override E_MAC (joules)")
-    p.add_argument("--e-ac", type=arg_positive_float, default=None, help="override E_AC (joules)")
-    p.add_argument("--sweep-steps", default="4-16", help="K values of the error sweep ('' to skip)")
-    p.add_argument("--seed", type=arg_non_negative_int, default=0)
+    p.add_argument("--img-size", type=arg_positive_int, default=D("img_size"))
+    p.add_argument("--workers", type=arg_non_negative_int, default=D("workers"))
+    p.add_argument("--energy-model", default=D("energy_model"), help="energy constants "
+                   "(spikevit.energy.ENERGY_MODELS)")
+    p.add_argument("--e-mac", type=arg_positive_float, default=D("e_mac"), help="override E_MAC (joules)")
+    p.add_argument("--e-ac", type=arg_positive_float, default=D("e_ac"), help="override E_AC (joules)")
+    p.add_argument("--sweep-steps", type=_steps_tuple, default=D("sweep_steps"),
+                   help="K values of the error sweep, e.g. 4-16 or 8,12 ('' to skip; default 4-16)")
+    p.add_argument("--seed", type=arg_non_negative_int, default=D("seed"))
     add_device_arg(p)
     add_json_arg(p, "results/conversion/run.json")
     p.set_defaults(func=cmd_run)
@@ -137,7 +152,6 @@ def cmd_fit_neuron(args) -> int:
     from spikevit.conversion.fitting import DEFAULT_DOMAINS, target_function
     from spikevit.conversion.params import PACKAGE_PARAMS, read_params
     from spikevit.reports import write_report
-
     from spikevit.validation import check_output
 
     target_function(args.function)
@@ -190,15 +204,15 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def run_params(args) -> ConversionParams:
+    """The :class:`ConversionParams` of a parsed ``spikevit convert run`` (one field per option)."""
+    from dataclasses import fields
+
+    return ConversionParams(**{f.name: getattr(args, f.name) for f in fields(ConversionParams)})
+
+
 def cmd_run(args) -> int:
     from spikevit.conversion.pipeline import run
 
-    run(args.model, args.checkpoint, dataset=args.dataset, data_root=args.data_root, steps=args.steps,
-        spiking=args.spiking, coding=args.coding, coding_steps=args.coding_steps, squeeze=args.squeeze,
-        activations=args.activations, activation_steps=args.activation_steps, norm_steps=args.norm_steps,
-        layer_by_layer=not args.no_layer_by_layer, batch_size=args.batch_size, test_subset=args.test_subset,
-        img_size=args.img_size, workers=args.workers, calibration_samples=args.calibration_samples,
-        energy_batches=args.energy_batches, energy_model=args.energy_model, e_mac=args.e_mac, e_ac=args.e_ac,
-        sweep_steps=_steps_list(args.sweep_steps) if args.sweep_steps else (), seed=args.seed, device=args.device,
-        json=args.json, download=args.download, command=args.command_line)
+    run(run_params(args), command=args.command_line)
     return 0

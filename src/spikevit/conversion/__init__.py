@@ -5,18 +5,59 @@
 * :func:`convert` -- SIT-convert the attention blocks of torchvision / timm / own ViTs, block by block, at a
   ``spiking`` level: ``"softmax"`` (SpikingSoftmax), ``"attention"`` (+ Q, K, V out of spiking neurons) or
   ``"all"`` (+ spike-coded inputs of every linear layer / convolution in the blocks, few-spike activations).
-* :func:`run` -- the pipeline behind ``spikevit convert run`` (model resolver, checks, tables, energy).
+* :func:`run` -- ``run(ConversionParams(...)) -> Report``: the pipeline behind ``spikevit convert run`` (model
+  resolver, checks, layer-by-layer tables, energy from the profile).
 * :class:`SpikeCounter` -- per-layer spikes and MACs with forward hooks (energy: spikevit.energy.sit).
 """
-from spikevit.conversion.converter import (LEVELS, ExplicitMultiheadAttention, SpikingAttention, attention_modules,
-                                           calibrate, convert, explicit_mha, find_attention)
+from spikevit.conversion.converter import (
+                                           LEVELS,
+                                           ExplicitMultiheadAttention,
+                                           SpikingAttention,
+                                           attention_modules,
+                                           calibrate,
+                                           convert,
+                                           explicit_mha,
+                                           find_attention,
+)
 from spikevit.conversion.fitting import FewSpikeFit, evaluate_fit, fit_few_spike
-from spikevit.conversion.measure import (SpikeCounter, capture_attention_logits, evaluate_classifier,
-                                         softmax_error, softmax_error_sweep)
-from spikevit.conversion.params import available, few_spike_parameters, si_exp_parameters, store_fit
+from spikevit.conversion.measure import (
+                                           SpikeCounter,
+                                           capture_attention_logits,
+                                           evaluate_classifier,
+                                           softmax_error,
+                                           softmax_error_sweep,
+)
+from spikevit.conversion.params import (
+                                           ConversionParams,
+                                           available,
+                                           few_spike_parameters,
+                                           si_exp_parameters,
+                                           store_fit,
+)
 from spikevit.conversion.pipeline import resolve_model, run
 
-__all__ = ["si_exp_parameters", "few_spike_parameters", "available", "store_fit", "FewSpikeFit",
-           "fit_few_spike", "evaluate_fit", "convert", "LEVELS", "calibrate", "run", "resolve_model", "find_attention", "attention_modules", "explicit_mha",
-           "ExplicitMultiheadAttention", "SpikingAttention", "SpikeCounter", "evaluate_classifier",
-           "softmax_error", "softmax_error_sweep", "capture_attention_logits"]
+__all__ = [
+                                           "LEVELS",
+                                           "ConversionParams",
+                                           "ExplicitMultiheadAttention",
+                                           "FewSpikeFit",
+                                           "SpikeCounter",
+                                           "SpikingAttention",
+                                           "attention_modules",
+                                           "available",
+                                           "calibrate",
+                                           "capture_attention_logits",
+                                           "convert",
+                                           "evaluate_classifier",
+                                           "evaluate_fit",
+                                           "explicit_mha",
+                                           "few_spike_parameters",
+                                           "find_attention",
+                                           "fit_few_spike",
+                                           "resolve_model",
+                                           "run",
+                                           "si_exp_parameters",
+                                           "softmax_error",
+                                           "softmax_error_sweep",
+                                           "store_fit",
+]

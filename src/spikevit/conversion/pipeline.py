@@ -11,18 +11,18 @@ from the file).
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from spikevit.conversion.params import ConversionParams
 from spikevit.errors import SpikevitError, require
-from spikevit.reports import pyplot, save_figure
+from spikevit.reports import Report, pyplot, save_figure
 from spikevit.validation import (
     check_input_file,
     check_output,
-    finite_float,
-    positive_int,
 )
 
 
@@ -200,167 +200,186 @@ def _profile_batches(model, loader, device, batches: int):
     return prof
 
 
-def run(model: str, checkpoint: str | None = None, *, dataset: str = "cifar10", data_root: str | None = None,
-        steps: int = 12, spiking: str = "softmax", coding: str = "rate", coding_steps: int | None = None,
-        squeeze: str | None = None, activations=(), activation_steps: int | None = None,
-        norm_steps: int | None = None, layer_by_layer: bool = True, batch_size: int = 250,
-        test_subset: int | None = None, img_size: int | None = None, workers: int = 0,
-        calibration_samples: int = 256, energy_batches: int = 2, energy_model: str = "sit45nm",
-        e_mac: float | None = None, e_ac: float | None = None, sweep_steps=tuple(range(4, 17)), seed: int = 0,
-        device: str = "auto", json: str | None = None, download: bool = False, command: str | None = None) -> dict:
-    """Convert ``model`` (see :func:`resolve_model`) and measure it on ``dataset``'s test split.
+@dataclass
+class _Setup:
+    """What :func:`run` prepares before converting: the model, its test loader, the calibration inputs."""
 
-    Every input (numbers, names, files, the output path, the model against one test image) is checked
-    before any work.  Layer by layer: the ANN, then the first 1..B attention blocks converted at level
-    ``spiking`` (paper Tables 2-4); energy from the operator profile of the ANN and of the fully converted
-    model on the first ``energy_batches`` test batches; the spiking neurons' thresholds are calibrated on
-    ``calibration_samples`` seeded training images.  Returns the summary dict (also written to ``json``).
-    """
-    from spikevit.conversion.converter import LEVELS, attention_modules, convert
+    net: nn.Module
+    loader: torch.utils.data.DataLoader
+    device: torch.device
+    calibration: torch.Tensor | None
+    energy: object
+    desc: dict
+    own_squeeze: str | None
+
+
+def _prepare(p: ConversionParams) -> _Setup:
+    """Check every input (files, output path, the model on one test image) and load; no evaluation yet."""
+    from spikevit.data import dataset_spec, load_dataset
+    from spikevit.energy import get_energy_model
+    from spikevit.runtime import pick_device, seed_everything
+    from spikevit.train import build_transforms, seeded_subset
+
+    if p.json is not None:
+        check_output(p.json, "--json", inputs=[p.checkpoint])
+    energy = get_energy_model(p.energy_model, e_mac=p.e_mac, e_ac=p.e_ac)
+    spec = dataset_spec(p.dataset)
+    seed_everything(p.seed)
+    dev = pick_device(p.device)
+    net, desc = resolve_model(p.model, p.checkpoint, num_classes=spec.num_classes, img_size=p.img_size)
+    net = net.to(dev).eval()
+    own = getattr(net, "squeeze", None)
+    own = own if isinstance(own, str) and own != "none" else None
+    if own and p.squeeze:
+        raise SpikevitError(f"{p.model} already applies a {own} range restriction before its softmax (it was "
+                            f"trained with it); --squeeze {p.squeeze} would add a second one: leave --squeeze out")
+    desc["model_attention_squeeze"] = own
+    transform = build_transforms(p.dataset, False, False, p.img_size)
+    test = load_dataset(p.dataset, p.data_root, "test", transform, p.download, skip_bad_images=p.skip_bad_images)
+    test = seeded_subset(test, p.test_subset, p.seed + 1)
+    check_model_takes(net, test[0][0].unsqueeze(0).to(dev), f"--model {p.model} on {p.dataset} test images")
+    loader = torch.utils.data.DataLoader(test, batch_size=p.batch_size, shuffle=False, num_workers=p.workers)
+    calibration = None
+    if p.spiking != "softmax":
+        train = load_dataset(p.dataset, p.data_root, "train", transform, p.download,
+                             skip_bad_images=p.skip_bad_images)
+        cal = seeded_subset(train, p.calibration_samples, p.seed + 2)
+        calibration = torch.stack([cal[i][0] for i in range(min(p.calibration_samples, len(cal)))])
+    return _Setup(net, loader, dev, calibration, energy, desc, own)
+
+
+def _convert_kwargs(p: ConversionParams, calibration) -> dict:
+    return {"spiking": p.spiking, "calibration": calibration, "coding": p.coding, "coding_steps": p.coding_steps,
+            "squeeze": p.squeeze, "activations": p.activations, "activation_steps": p.activation_steps,
+            "norm_steps": p.norm_steps}
+
+
+def _layer_by_layer(p: ConversionParams, s: _Setup, say) -> tuple[nn.Module, nn.Module, list[dict]]:
+    """The ANN, then the first n = 1..B attention blocks converted (only n = B without ``layer_by_layer``):
+    ``(ann, fully converted model, rows of blocks_converted / acc1 / acc_change / loss / samples)``."""
+    from spikevit.conversion.converter import attention_modules, convert
+    from spikevit.train.evaluate import evaluate
+
+    ann = convert(s.net, p.steps, blocks=0)
+    n_blocks = len(attention_modules(ann))
+    base = evaluate(ann, s.loader, s.device, desc="ANN")
+    say(f"ANN: {base['acc1']:.2f}% top-1, loss {base['loss']:.4f} on {base['samples']} images; "
+        f"{n_blocks} attention blocks")
+    rows = [{"blocks_converted": 0, "acc1": base["acc1"], "acc_change": 0.0, "loss": base["loss"],
+             "samples": base["samples"]}]
+    snn = None
+    for n in range(1, n_blocks + 1) if p.layer_by_layer else [n_blocks]:
+        snn = convert(s.net, p.steps, blocks=n, **_convert_kwargs(p, s.calibration))
+        res = evaluate(snn, s.loader, s.device, desc=f"SNN {n}/{n_blocks}")
+        rows.append({"blocks_converted": n, "acc1": res["acc1"], "acc_change": res["acc1"] - base["acc1"],
+                     "loss": res["loss"], "samples": res["samples"]})
+        say(f"{n}/{n_blocks} blocks converted ({p.spiking}): {res['acc1']:.2f}% "
+            f"({res['acc1'] - base['acc1']:+.2f}), loss {res['loss']:.4f}")
+    return ann, snn, rows
+
+
+def _energy(p: ConversionParams, s: _Setup, ann: nn.Module, snn: nn.Module) -> tuple[dict, dict]:
+    """Energy per image from the operator profiles of the ANN and the converted model, and the tables
+    built from the converted model's profile (per-block energy, spikes, spike purity)."""
+    p_ann = _profile_batches(ann, s.loader, s.device, p.energy_batches)
+    p_snn = _profile_batches(snn, s.loader, s.device, p.energy_batches)
+    n_ann, n_snn = max(p_ann.samples, 1), max(p_snn.samples, 1)
+    e_ann, e_snn = p_ann.energy(s.energy) / n_ann, p_snn.energy(s.energy) / n_snn
+    totals = {"energy_ann_mJ": e_ann * 1e3, "energy_snn_mJ": e_snn * 1e3,
+              "energy_change_percent": 100.0 * (e_snn - e_ann) / e_ann if e_ann else 0.0,
+              "ann_macs": p_ann.macs / n_ann, "snn_macs": p_snn.macs / n_snn, "snn_acs": p_snn.acs / n_snn,
+              "images_profiled": n_snn, "e_mac_J": s.energy.e_mac, "e_ac_J": s.energy.e_ac,
+              "energy_model": s.energy.name,
+              "spikes_per_neuron": p_snn.spikes / p_snn.neurons if p_snn.neurons else 0.0}
+    tables = {"energy_per_block": block_energy(p_ann, p_snn, s.energy), "spikes": p_snn.spiking_rows(),
+              "purity_summary": p_snn.purity_summary(), "purity": p_snn.purity()}
+    return totals, tables
+
+
+def _softmax_errors(p: ConversionParams, s: _Setup, ann: nn.Module) -> tuple[dict, list[dict]]:
+    """The spiking softmax on the model's own attention logits (one test batch) and, when a report is
+    written, the error sweep over ``sweep_steps`` (U[-1, 1] rows and the model's logits)."""
     from spikevit.conversion.measure import (
         capture_attention_logits,
         softmax_error,
         softmax_error_sweep,
     )
-    from spikevit.data import dataset_spec, load_dataset
-    from spikevit.energy import get_energy_model
-    from spikevit.reports import write_report
-    from spikevit.runtime import pick_device, seed_everything
-    from spikevit.train import build_transforms, seeded_subset
-    from spikevit.train.evaluate import evaluate
 
-    # -- checks, before any work -----------------------------------------------------------------------------
-    require(spiking in LEVELS, f"--spiking {spiking!r}: choose from {list(LEVELS)}")
-    require(coding in ("rate", "fewspike"), f"--coding {coding!r}: choose from ['rate', 'fewspike']")
-    steps = positive_int(steps, "--steps")
-    batch_size = positive_int(batch_size, "--batch-size")
-    energy_batches = positive_int(energy_batches, "--energy-batches")
-    calibration_samples = positive_int(calibration_samples, "--calibration-samples")
-    if coding_steps is not None:
-        coding_steps = positive_int(coding_steps, "--coding-steps")
-    if test_subset is not None:
-        test_subset = positive_int(test_subset, "--test-subset")
-    for v, n in ((e_mac, "--e-mac"), (e_ac, "--e-ac")):
-        if v is not None:
-            finite_float(v, n, minimum=0.0, strictly=True)
-    from spikevit.conversion.params import available
-
-    require(steps in available("exp"), f"--steps {steps}: no shipped SI-exp neuron (available K: {available('exp')})")
-    sweep = [positive_int(k, "--sweep-steps") for k in (sweep_steps or ())]
-    json = str(check_output(json, "--json", inputs=[checkpoint])) if json is not None else None
-    energy = get_energy_model(energy_model, e_mac=e_mac, e_ac=e_ac)
-    spec = dataset_spec(dataset)
-    seed_everything(seed)
-    dev = pick_device(device)
-    net, desc = resolve_model(model, checkpoint, num_classes=spec.num_classes, img_size=img_size)
-    net = net.to(dev).eval()
-    own = getattr(net, "squeeze", None)
-    own = own if isinstance(own, str) and own != "none" else None
-    if own and squeeze:
-        raise SpikevitError(f"{model} already applies a {own} range restriction before its softmax (it was "
-                            f"trained with it); --squeeze {squeeze} would add a second one: leave --squeeze out")
-    desc["model_attention_squeeze"] = own
-    test = load_dataset(dataset, data_root, "test", build_transforms(dataset, False, False, img_size), download)
-    test = seeded_subset(test, test_subset, seed + 1)
-    check_model_takes(net, test[0][0].unsqueeze(0).to(dev), f"--model {model} on {dataset} test images")
-    loader = torch.utils.data.DataLoader(test, batch_size=batch_size, shuffle=False, num_workers=workers)
-    calibration = None
-    if spiking != "softmax":
-        train = load_dataset(dataset, data_root, "train", build_transforms(dataset, False, False, img_size), download)
-        cal = seeded_subset(train, calibration_samples, seed + 2)
-        idx = range(min(calibration_samples, len(cal)))
-        calibration = torch.stack([cal[i][0] for i in idx])
-    kw = {"spiking": spiking, "calibration": calibration, "coding": coding, "coding_steps": coding_steps,
-          "squeeze": squeeze, "activations": activations or (), "activation_steps": activation_steps,
-          "norm_steps": norm_steps}
-
-    # -- layer by layer --------------------------------------------------------------------------------------
-    ann = convert(net, steps, blocks=0)
-    n_blocks = len(attention_modules(ann))
-    base = evaluate(ann, loader, dev, desc="ANN")
-    print(f"ANN: {base['acc1']:.2f}% top-1, loss {base['loss']:.4f} on {base['samples']} images; "
-          f"{n_blocks} attention blocks", flush=True)
-    table = [{"blocks_converted": 0, "acc1": base["acc1"], "acc_change": 0.0, "loss": base["loss"]}]
-    counts = list(range(1, n_blocks + 1)) if layer_by_layer else [n_blocks]
-    snn, res = None, None
-    for n in counts:
-        snn = convert(net, steps, blocks=n, **kw)
-        res = evaluate(snn, loader, dev, desc=f"SNN {n}/{n_blocks}")
-        table.append({"blocks_converted": n, "acc1": res["acc1"], "acc_change": res["acc1"] - base["acc1"],
-                      "loss": res["loss"]})
-        print(f"{n}/{n_blocks} blocks converted ({spiking}): {res['acc1']:.2f}% ({res['acc1'] - base['acc1']:+.2f}), "
-              f"loss {res['loss']:.4f}", flush=True)
-
-    # -- energy from the operator profile --------------------------------------------------------------------
-    p_ann = _profile_batches(ann, loader, dev, energy_batches)
-    p_snn = _profile_batches(snn, loader, dev, energy_batches)
-    n_img = max(p_snn.samples, 1)
-    e_ann = p_ann.energy(energy) / max(p_ann.samples, 1)
-    e_snn = p_snn.energy(energy) / n_img
-    e_tot = {"energy_ann_mJ": e_ann * 1e3, "energy_snn_mJ": e_snn * 1e3,
-             "energy_change_percent": 100.0 * (e_snn - e_ann) / e_ann if e_ann else 0.0,
-             "ann_macs": p_ann.macs / max(p_ann.samples, 1), "snn_macs": p_snn.macs / n_img,
-             "snn_acs": p_snn.acs / n_img, "images_profiled": n_img, "e_mac_J": energy.e_mac,
-             "e_ac_J": energy.e_ac, "energy_model": energy.name}
-    blocks_table = block_energy(p_ann, p_snn, energy)
-    spikes = [{**r, "spikes_per_sample": r["spikes_per_sample"], "neurons_per_sample": r["neurons_per_sample"]}
-              for r in p_snn.spiking_rows()]
-    purity = p_snn.purity()
-    purity_summary = p_snn.purity_summary()
-
-    # -- spiking softmax on the model's own attention logits ------------------------------------------------
-    logits = capture_attention_logits(ann, loader, dev, max_batches=1)
-    realistic = softmax_error(logits, steps, squeeze=squeeze, norm_steps=norm_steps)
-    realistic.update(rows=int(logits.shape[0]), row_length=int(logits.shape[1]),
-                     logit_min=float(logits.min()), logit_max=float(logits.max()))
-    if own:
-        desc["pre_squeeze_logits"] = pre_squeeze_logit_stats(ann, loader, dev)
-    sweep_rows, figures = [], []
-    if sweep and json:
-        sweep_rows = softmax_error_sweep(sweep, [int(logits.shape[1])], rows=2000, seed=seed)
-        for K in sweep:
-            e = softmax_error(logits, K, squeeze=squeeze, norm_steps=norm_steps)
-            sweep_rows.append({"row_length": int(logits.shape[1]), "logits": "model", **e})
-        for r in sweep_rows:
-            r.setdefault("logits", "U[-1, 1]")
-        png = sweep_plot(sweep_rows, Path(json).with_name(Path(json).stem + "_sweep.png"),
-                         f"Spiking softmax vs softmax: U[-1, 1] rows and the model's attention logits, "
-                         f"n = {int(logits.shape[1])}")
-        figures = [png] if png else []
-        png = energy_plot(blocks_table, Path(json).with_name(Path(json).stem + "_energy.png"),
-                          f"{model}: energy per block, spiking={spiking}, K = {steps}")
-        figures += [png] if png else []
-    summary = {"ann": base, "snn": res, "conversion_loss_points": res["acc1"] - base["acc1"], "spiking": spiking,
-               "coding": coding if spiking != "softmax" else None,
-               "coding_steps": (coding_steps or steps) if spiking != "softmax" else None, "steps": steps,
-               "attention_blocks": n_blocks, "energy": e_tot, "softmax_error_model_logits": realistic,
-               "spikes_per_neuron": p_snn.spikes / p_snn.neurons if p_snn.neurons else 0.0, **desc}
-    table5 = [{"model": model, "spiking": spiking, "ann_acc1": base["acc1"], "snn_acc1": res["acc1"],
-               "conversion_loss": res["acc1"] - base["acc1"], "blocks": n_blocks,
-               "params_M": sum(p.numel() for p in net.parameters()) / 1e6,
-               "flops_ann_G": e_tot["ann_macs"] / 1e9, "energy_ann_mJ": e_tot["energy_ann_mJ"],
-               "energy_snn_mJ": e_tot["energy_snn_mJ"], "energy_change_percent": e_tot["energy_change_percent"]}]
-    if json:
-        write_report(json, command or ("spikevit " + " ".join(sys.argv[1:])), _config(locals()), summary,
-                     tables={"layer_by_layer": table, "table5": table5, "energy_per_block": blocks_table,
-                             "spikes": spikes, "purity_summary": purity_summary, "purity": purity,
-                             "softmax_error_model_logits": [realistic], "softmax_error_vs_K": sweep_rows},
-                     title=f"SIT-conversion of {model} (spiking = {spiking}, K = {steps})",
-                     notes=run_notes(base["samples"], spiking, coding, coding_steps or steps, n_img, calibration_samples,
-                                     sweep_rows), figures=figures)
-    print(f"SNN (all {n_blocks} blocks, spiking={spiking}, K={steps}): {res['acc1']:.2f}% "
-          f"({res['acc1'] - base['acc1']:+.2f} points); energy {e_tot['energy_ann_mJ']:.4f} -> "
-          f"{e_tot['energy_snn_mJ']:.4f} mJ/image ({e_tot['energy_change_percent']:+.1f}%)"
-          + (f"; wrote {json}" if json else ""), flush=True)
-    return summary
+    logits = capture_attention_logits(ann, s.loader, s.device, max_batches=1)
+    n = int(logits.shape[1])
+    realistic = softmax_error(logits, p.steps, squeeze=p.squeeze, norm_steps=p.norm_steps)
+    realistic.update(rows=int(logits.shape[0]), row_length=n, logit_min=float(logits.min()),
+                     logit_max=float(logits.max()))
+    sweep = []
+    if p.sweep_steps and p.json:
+        sweep = [{**r, "logits": "U[-1, 1]"} for r in softmax_error_sweep(p.sweep_steps, [n], rows=2000, seed=p.seed)]
+        sweep += [{"row_length": n, "logits": "model",
+                   **softmax_error(logits, K, squeeze=p.squeeze, norm_steps=p.norm_steps)} for K in p.sweep_steps]
+    return realistic, sweep
 
 
-def _config(scope: dict) -> dict:
-    keys = ("model", "checkpoint", "dataset", "data_root", "steps", "spiking", "coding", "coding_steps", "squeeze",
-            "activations", "activation_steps", "norm_steps", "layer_by_layer", "batch_size", "test_subset",
-            "img_size", "calibration_samples", "energy_batches", "energy_model", "e_mac", "e_ac", "sweep_steps",
-            "seed", "device")
-    return {k: scope.get(k) for k in keys}
+def run(params: ConversionParams, *, command: str | None = None, verbose: bool = True) -> Report:
+    """Convert ``params.model`` and measure it on the test split of ``params.dataset``.
+
+    Every input (numbers, names, files, the output path, the model against one test image) is checked
+    before any work.  Layer by layer: the ANN, then the first 1..B attention blocks converted at level
+    ``spiking`` (paper Tables 2-4); energy from the operator profile of the ANN and of the fully converted
+    model on the first ``energy_batches`` test batches; the spiking neurons' thresholds are calibrated on
+    ``calibration_samples`` seeded training images.  Returns the :class:`~spikevit.reports.Report` (written
+    to ``params.json`` when it is set; ``command`` is recorded in it as the command that reproduces it).
+    """
+    require(isinstance(params, ConversionParams), f"run() takes a ConversionParams, got {type(params).__name__}")
+    p = params
+
+    def say(msg: str) -> None:
+        if verbose:
+            print(msg, flush=True)
+
+    s = _prepare(p)
+    ann, snn, table = _layer_by_layer(p, s, say)
+    energy, energy_tables = _energy(p, s, ann, snn)
+    realistic, sweep = _softmax_errors(p, s, ann)
+    if s.own_squeeze:
+        s.desc["pre_squeeze_logits"] = pre_squeeze_logit_stats(ann, s.loader, s.device)
+    base, full = table[0], table[-1]
+    n_blocks = full["blocks_converted"]
+    coding = (p.coding, p.coding_steps or p.steps) if p.spiking != "softmax" else (None, None)
+    results = {"ann": _scores(base), "snn": _scores(full), "conversion_loss_points": full["acc_change"],
+               "spiking": p.spiking, "coding": coding[0], "coding_steps": coding[1], "steps": p.steps,
+               "attention_blocks": n_blocks, "energy": energy, "softmax_error_model_logits": realistic,
+               "spikes_per_neuron": energy["spikes_per_neuron"], **s.desc}
+    table5 = [{"model": p.model, "spiking": p.spiking, "ann_acc1": base["acc1"], "snn_acc1": full["acc1"],
+               "conversion_loss": full["acc_change"], "blocks": n_blocks,
+               "params_M": sum(t.numel() for t in s.net.parameters()) / 1e6, "flops_ann_G": energy["ann_macs"] / 1e9,
+               "energy_ann_mJ": energy["energy_ann_mJ"], "energy_snn_mJ": energy["energy_snn_mJ"],
+               "energy_change_percent": energy["energy_change_percent"]}]
+    report = Report(command or ("spikevit " + " ".join(sys.argv[1:])), p.to_dict(), results,
+                    tables={"layer_by_layer": table, "table5": table5, **energy_tables,
+                            "softmax_error_model_logits": [realistic], "softmax_error_vs_K": sweep},
+                    title=f"SIT-conversion of {p.model} (spiking = {p.spiking}, K = {p.steps})",
+                    notes=run_notes(base["samples"], p.spiking, coding[0], coding[1], energy["images_profiled"],
+                                    p.calibration_samples, sweep))
+    if p.json:
+        report.figures = _plots(p, sweep, energy_tables["energy_per_block"], int(realistic["row_length"]))
+        report.write(p.json)
+    say(f"SNN (all {n_blocks} blocks, spiking={p.spiking}, K={p.steps}): {full['acc1']:.2f}% "
+        f"({full['acc_change']:+.2f} points); energy {energy['energy_ann_mJ']:.4f} -> "
+        f"{energy['energy_snn_mJ']:.4f} mJ/image ({energy['energy_change_percent']:+.1f}%)"
+        + (f"; wrote {p.json}" if p.json else ""))
+    return report
+
+
+def _scores(row: dict) -> dict:
+    return {"acc1": row["acc1"], "loss": row["loss"], "samples": row["samples"]}
+
+
+def _plots(p: ConversionParams, sweep: list[dict], blocks: list[dict], row_length: int) -> list[str]:
+    stem = Path(p.json).with_suffix("")
+    figures = [sweep_plot(sweep, Path(f"{stem}_sweep.png"), "Spiking softmax vs softmax: U[-1, 1] rows and the "
+                          f"model's attention logits, n = {row_length}") if sweep else None,
+               energy_plot(blocks, Path(f"{stem}_energy.png"),
+                           f"{p.model}: energy per block, spiking={p.spiking}, K = {p.steps}")]
+    return [f for f in figures if f]
 
 
 def run_notes(samples: int, spiking: str, coding: str, coding_steps: int, profiled: int, calibration: int,

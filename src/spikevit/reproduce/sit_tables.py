@@ -215,20 +215,21 @@ def spread(rows: list[dict], key: str = "acc_change") -> float:
 
 
 def layers(ctx: Context, p: dict) -> Path:
+    from spikevit.conversion import ConversionParams
     from spikevit.conversion import run as convert_run
 
     checkpoint, dataset = entry_inputs(ctx, p)
     convert_json = ctx.path("-convert.json")
     convert_json.parent.mkdir(parents=True, exist_ok=True)
     sweep = steps_list(p["sweep"], "sweep") if p["sweep"] else ()
-    summary = convert_run(p["model"], checkpoint, dataset=dataset,
-                          data_root=None if ctx.data_root is None else str(ctx.data_root), steps=p["steps"],
-                          spiking=p["spiking"], squeeze=p["squeeze"] or None, batch_size=p["batch_size"],
-                          test_subset=p["test_subset"] or None, img_size=p["img_size"] or None,
-                          workers=p["workers"], calibration_samples=p["calibration_samples"],
-                          energy_batches=p["energy_batches"], sweep_steps=sweep, seed=p["seed"],
-                          device=ctx.device or "auto", json=str(convert_json), download=p["download"],
-                          command=ctx.command or f"spikevit reproduce {ctx.name}")
+    params = ConversionParams(p["model"], checkpoint, dataset=dataset,
+                              data_root=None if ctx.data_root is None else str(ctx.data_root), steps=p["steps"],
+                              spiking=p["spiking"], squeeze=p["squeeze"] or None, batch_size=p["batch_size"],
+                              test_subset=p["test_subset"] or None, img_size=p["img_size"] or None,
+                              workers=p["workers"], calibration_samples=p["calibration_samples"],
+                              energy_batches=p["energy_batches"], sweep_steps=sweep, seed=p["seed"],
+                              device=ctx.device or "auto", json=str(convert_json), download=p["download"])
+    summary = convert_run(params, command=ctx.command or f"spikevit reproduce {ctx.name}").results
     doc = json.loads(convert_json.read_text())
     lbl, t5 = doc["tables"]["layer_by_layer"], doc["tables"]["table5"]
     ours5 = [{"dataset": dataset, "model": r["model"], "ann_acc1": r["ann_acc1"], "sit_acc1": r["snn_acc1"],
