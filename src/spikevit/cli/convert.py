@@ -183,7 +183,7 @@ def cmd_fit_neuron(args) -> int:
 
 def cmd_sweep(args) -> int:
     from spikevit.conversion import softmax_error_sweep
-    from spikevit.conversion.pipeline import sweep_notes, sweep_plot
+    from spikevit.conversion.report import sweep_notes, sweep_plot
     from spikevit.reports import write_report
     from spikevit.validation import check_output
 

@@ -1,12 +1,9 @@
-"""The SIT-conversion pipeline as a library call: :func:`run` loads a model (:func:`resolve_model`), checks
-every input before any work, converts it block by block at a chosen ``spiking`` level, evaluates it and
-writes the report (layer-by-layer table, energy from :func:`spikevit.energy.profile`, per-block energy,
-spikes, spike purity, spiking-softmax error).  ``spikevit convert run`` is a thin call into it.
-
-Model names (:func:`resolve_model`): a registry name (``vit-cifar-tiny``) with a spikevit model file,
-``torchvision:NAME`` / ``timm:NAME`` with a state dict (``.safetensors``, or ``.pth`` read with
-``weights_only=True``), or ``file:PATH`` / a path to a spikevit model file (the registry name is read
-from the file).
+"""The SIT-conversion pipeline as a library call: :func:`run` takes a :class:`ConversionParams`, loads the
+model (:func:`~spikevit.conversion.resolve.resolve_model`), checks every input before any work, converts it
+block by block at the chosen ``spiking`` level, evaluates it and returns the
+:class:`~spikevit.reports.Report` (layer-by-layer table, energy from :func:`spikevit.energy.profile`,
+per-block energy, spikes, spike purity, spiking-softmax error).  ``spikevit convert run`` is a thin call
+into it.
 """
 from __future__ import annotations
 
@@ -18,137 +15,11 @@ import torch
 from torch import nn
 
 from spikevit.conversion.params import ConversionParams
+from spikevit.conversion.report import energy_plot, run_notes, sweep_plot
+from spikevit.conversion.resolve import check_model_takes, resolve_model
 from spikevit.errors import SpikevitError, require
-from spikevit.reports import Report, pyplot, save_figure
-from spikevit.validation import (
-    check_input_file,
-    check_output,
-)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# model resolver
-# ----------------------------------------------------------------------------------------------------------
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
-def _read_state_dict(path: Path) -> dict:
-    """A state dict from ``.safetensors`` or a weights-only ``.pth``; any unreadable file -> SpikevitError."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  SafetensorError, UnpicklingError, RuntimeError, EOFError, ...
-        raise SpikevitError(f"--checkpoint {path}: not a readable state dict ({type(exc).__name__}: "
-                            f"{_first_line(exc)})") from None
-    if isinstance(state, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    require(isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()),
-            f"--checkpoint {path}: does not hold a state dict of tensors")
-    return state
-
-
-def check_finite_weights(model: nn.Module, what: str) -> None:
-    """Refuse a model with NaN / infinite parameters or buffers (it would evaluate to nonsense)."""
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise SpikevitError(f"{what}: weight {name!r} holds NaN or infinite values")
-
-
-def resolve_model(name: str, checkpoint: str | None = None, *, num_classes: int | None = None,
-                  img_size: int | None = None) -> tuple[nn.Module, dict]:
-    """``(model in eval mode, description)`` for a model name and checkpoint; clear errors for bad ones.
-
-    ``torchvision:NAME`` / ``timm:NAME`` need ``checkpoint`` (a state dict of the same architecture, built
-    with ``num_classes`` and ``img_size``); registry names need a spikevit model file holding that model.
-    """
-    require(isinstance(name, str) and name.strip() != "", "--model: give a model name")
-    if checkpoint is not None:
-        check_input_file(checkpoint, "--checkpoint")
-    if name.startswith(("torchvision:", "timm:")):
-        lib, arch = name.split(":", 1)
-        kw = {"num_classes": num_classes} if num_classes else {}
-        if lib == "torchvision":
-            import torchvision
-
-            require(arch in torchvision.models.list_models(), f"--model {name}: torchvision has no model {arch!r} "
-                    "(see torchvision.models.list_models())")
-            if img_size:
-                kw["image_size"] = img_size
-            try:
-                model = torchvision.models.get_model(arch, weights=None, **kw)
-            except TypeError as exc:
-                raise SpikevitError(f"--model {name}: cannot build it with {kw}: {_first_line(exc)}") from None
-        else:
-            try:
-                import timm
-            except ImportError:
-                raise SpikevitError("timm is not installed (pip install 'spikevit[timm]')") from None
-            require(timm.is_model(arch), f"--model {name}: timm has no model {arch!r} (see timm.list_models())")
-            if img_size:
-                kw["img_size"] = img_size
-            try:
-                model = timm.create_model(arch, pretrained=False, **kw)
-            except TypeError:
-                kw.pop("img_size", None)            # convolutional hybrids take any input size
-                model = timm.create_model(arch, pretrained=False, **kw)
-        require(checkpoint is not None, f"--model {name}: --checkpoint (trained weights) is required; random "
-                "weights give meaningless accuracies")
-        state = _read_state_dict(Path(checkpoint))
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as exc:                 # size mismatches
-            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-            detail = next((ln for ln in lines if "size mismatch" in ln), lines[0] if lines else "")
-            raise SpikevitError(f"--checkpoint {checkpoint}: does not fit {name}: {detail[:200]}") from None
-        require(not missing and not unexpected, f"--checkpoint {checkpoint}: does not fit {name}: missing "
-                f"{list(missing)[:3]}, unexpected {list(unexpected)[:3]}")
-        check_finite_weights(model, f"--checkpoint {checkpoint}")
-        return model.eval(), {"model": name, "checkpoint": str(checkpoint)}
-    from spikevit.models import list_models
-    from spikevit.train import load_trained_model
-
-    registry = name not in ("file",) and not name.startswith("file:")
-    if registry:
-        require(name in list_models(), f"--model {name!r}: not a registry model ({', '.join(list_models())}), "
-                "and not torchvision:NAME or timm:NAME")
-        require(checkpoint is not None, f"--model {name}: --checkpoint is required (train one with "
-                f"`spikevit train --model {name} ...`)")
-    else:
-        checkpoint = checkpoint or name.split(":", 1)[1]
-        check_input_file(checkpoint, "--checkpoint")
-    try:
-        model, run = load_trained_model(checkpoint)
-    except SpikevitError as exc:
-        raise SpikevitError(f"--checkpoint {checkpoint}: {_first_line(exc)}") from None
-    except Exception as exc:  # noqa: BLE001  any unreadable file is the user's input problem
-        raise SpikevitError(f"--checkpoint {checkpoint}: not a readable spikevit model file "
-                            f"({type(exc).__name__}: {_first_line(exc)})") from None
-    if registry:
-        require(run.get("model") == name, f"--checkpoint {checkpoint} holds a {run.get('model')!r} model, not {name!r}")
-    check_finite_weights(model, f"--checkpoint {checkpoint}")
-    return model.eval(), {"model": run.get("model", name), "checkpoint": str(checkpoint), "run": run}
-
-
-def check_model_takes(model: nn.Module, sample: torch.Tensor, what: str) -> None:
-    """Run ``model`` on one sample ``[1, C, H, W]``; a mismatch (channels, size) -> SpikevitError."""
-    try:
-        with torch.no_grad():
-            out = model(sample)
-    except SpikevitError as exc:
-        raise SpikevitError(f"{what}: {_first_line(exc)}") from None
-    except (RuntimeError, ValueError, IndexError, AssertionError) as exc:
-        raise SpikevitError(f"{what}: the model cannot take inputs of shape {tuple(sample.shape)} "
-                            f"({_first_line(exc)})") from None
-    require(isinstance(out, torch.Tensor) and out.dim() == 2, f"{what}: the model should return logits [B, classes]")
+from spikevit.reports import Report
+from spikevit.validation import check_output
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -381,89 +252,6 @@ def _plots(p: ConversionParams, sweep: list[dict], blocks: list[dict], row_lengt
                            f"{p.model}: energy per block, spiking={p.spiking}, K = {p.steps}")]
     return [f for f in figures if f]
 
-
-def run_notes(samples: int, spiking: str, coding: str, coding_steps: int, profiled: int, calibration: int,
-              sweep_rows) -> str:
-    level = {"softmax": "the softmax of each converted block is the spiking softmax (SI-exp + SI-norm); Q, K, V "
-                        "and every linear layer stay analog",
-             "attention": f"the spiking softmax, and Q, K, V out of spiking neurons ({coding} coding, "
-                          f"{coding_steps} steps): Q K^T and A V each take a spike operand",
-             "all": f"the spiking softmax, spiking Q, K, V, and every linear layer / convolution inside each "
-                    f"converted block takes spike-coded input ({coding} coding, {coding_steps} steps; GELU / "
-                    "SiLU / sigmoid as few-spike neurons whose spikes feed the next layer)"}[spiking]
-    return (f"Accuracy: top-1 on the test split ({samples} images).  Layer-by-layer: the first n attention "
-            f"blocks (module order) are converted, the others stay exact.  Level '{spiking}': {level}.  "
-            + ("" if spiking == "softmax" else
-               f"Neuron thresholds: per channel, calibrated on {calibration} seeded training images.  ")
-            + f"Energy (SIT Eqs. 16-19, per image) from spikevit.energy.profile of the ANN and of the fully "
-            f"converted model on the first {profiled} test images: every product with a spike or graded "
-            "(spike-count) operand costs its accumulates at E_AC, every other product its MACs at E_MAC; "
-            "neuron-internal updates are not counted (as in the paper).  Spike purity: the operand kinds of "
-            "every product (tables purity / purity_summary).  " + sweep_notes(sweep_rows))
-
-
-def sweep_notes(rows: list[dict] | None = None) -> str:
-    """How the spiking-softmax error is measured; quotes the shipped K = 12 SI-exp RMSE and, when the
-    sweep rows hold it, the measured K = 12 rel_rmse on U[-1, 1] rows (no number is hard-coded)."""
-    from spikevit.conversion.params import few_spike_parameters
-
-    fit = few_spike_parameters("exp", 12)["rmse"]
-    rel = [r["rel_rmse"] for r in (rows or []) if r.get("K") == 12 and r.get("logits", "U[-1, 1]") == "U[-1, 1]"]
-    rel_txt = f"rel_rmse {min(rel):.4f}-{max(rel):.4f} at K = 12 in this report" if rel else "rel_rmse at K = 12"
-    return ("Error measure: rows of n logits drawn i.i.d. from U[-1, 1] (the paper's Sec. 4.2 setting; the "
-            "paper does not state n); mse = mean over all elements of (SpikingSoftmax(x) - softmax(x))^2; "
-            "max_abs = largest elementwise error; rel_rmse = ||spiking - exact||_2 / ||exact||_2 over all "
-            "elements; mean_row_l1 = mean over rows of sum_i |spiking_i - exact_i|.  SI-norm in its "
-            "real-valued fast form (Eq. 10).  Softmax values are ~1/n, so the elementwise MSE shrinks ~1/n^2 "
-            "while rel_rmse and mean_row_l1 hardly depend on n.  The paper's Fig. 7 value 0.013991 (K = 12) "
-            "cannot be an elementwise MSE of softmax outputs of this size (it would be an RMSE of 0.118 per "
-            "value, larger than the values themselves for n >= 9); its size matches the relative measures "
-            f"({rel_txt}) and the shipped SI-exp fit's RMSE ({fit:.4g} at K = 12), so the paper's 'MSE' "
-            "is most likely a differently normalised error; compare it with rel_rmse.")
-
-
-def sweep_plot(rows: list[dict], png: Path, title: str) -> str | None:
-    """Two panels over K: elementwise MSE (with the paper's Fig. 7 point) and relative RMSE / mean row L1."""
-    plt = pyplot()
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10.5, 4.2))
-    for n, src in sorted({(r["row_length"], r.get("logits", "U[-1, 1]")) for r in rows}):
-        pts = sorted((r["K"], r["mse"], r["rel_rmse"], r["mean_row_l1"]) for r in rows
-                     if r["row_length"] == n and r.get("logits", "U[-1, 1]") == src)
-        ks = [p[0] for p in pts]
-        tag = f"n = {n}" + ("" if src == "U[-1, 1]" else f", {src} logits")
-        line, = ax.semilogy(ks, [p[1] for p in pts], "o-", label=tag)
-        bx.semilogy(ks, [p[2] for p in pts], "o-", color=line.get_color(), label=f"relative RMSE, {tag}")
-        bx.semilogy(ks, [p[3] for p in pts], "s--", color=line.get_color(), alpha=0.6, label=f"mean row L1, {tag}")
-    for a in (ax, bx):
-        a.plot([12], [0.013991], "rx", ms=10, mew=2, label="paper Fig. 7, K = 12: 'MSE' 0.013991")
-        a.set_xlabel("SI-exp time steps K")
-        a.grid(True, which="both", alpha=0.3)
-        a.legend(fontsize=7)
-    ax.set_ylabel("mean over elements of (spiking - softmax)^2")
-    bx.set_ylabel("relative RMSE (solid), mean row L1 (dashed)")
-    ax.set_title("elementwise MSE", fontsize=9)
-    bx.set_title("||err||_2 / ||softmax||_2 and mean_rows sum_i |err_i|", fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    return str(save_figure(fig, png))
-
-
-def energy_plot(rows: list[dict], png: Path, title: str) -> str | None:
-    """Bars per block: energy of the ANN and of the converted model (mJ per image)."""
-    plt = pyplot()
-    if not rows:
-        return None
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(rows) + 3), 4))
-    xs = range(len(rows))
-    ax.bar([x - 0.2 for x in xs], [r["energy_ann_mJ"] for r in rows], 0.4, label="ANN (MACs x E_MAC)")
-    ax.bar([x + 0.2 for x in xs], [r["energy_snn_mJ"] for r in rows], 0.4, label="converted (MACs + ACs)")
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels([r["block"] for r in rows], rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("mJ per image")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    return str(save_figure(fig, png))
-
-
 def pre_squeeze_logit_stats(model, loader, device, max_batches: int = 1) -> dict:
     """Range of the raw attention logits ``Q K^T * scale`` entering a model's own squeeze (first batches)."""
     from spikevit.conversion.converter import SpikingAttention
@@ -490,14 +278,4 @@ def pre_squeeze_logit_stats(model, loader, device, max_batches: int = 1) -> dict
             "values": int(z.numel())}
 
 
-__all__ = [
-    "block_energy",
-    "check_finite_weights",
-    "check_model_takes",
-    "energy_plot",
-    "pre_squeeze_logit_stats",
-    "resolve_model",
-    "run",
-    "sweep_notes",
-    "sweep_plot",
-]
+__all__ = ["block_energy", "pre_squeeze_logit_stats", "resolve_model", "run"]

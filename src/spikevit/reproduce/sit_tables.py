@@ -99,7 +99,7 @@ def steps_list(text: str, what: str) -> list[int]:
 def fig7(ctx: Context, p: dict) -> Path:
     from spikevit.conversion import softmax_error_sweep
     from spikevit.conversion.params import available
-    from spikevit.conversion.pipeline import sweep_notes, sweep_plot
+    from spikevit.conversion.report import sweep_notes, sweep_plot
 
     ks, ns = steps_list(p["ks"], "ks"), steps_list(p["row_lengths"], "row_lengths")
     missing = sorted(set(ks) - set(available("exp")))
