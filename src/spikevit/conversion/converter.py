@@ -23,14 +23,18 @@ Pipeline (fixed), with pluggable attention recipes:
    blocks (the parent module of each converted attention) by fitted few-spike neurons (always at "all").
 5. at ``"all"``: every ``nn.Linear`` / ``nn.Conv1d-3d`` of the converted blocks -> :class:`SpikingLinear` /
    :class:`SpikingConv` (input coded by its own encoder, or the spikes of a few-spike activation).
-6. **calibrate** (:func:`calibrate`): run the calibration inputs, set every encoder's per-channel thresholds.
+6. **calibrate** (:func:`calibrate`): run the calibration inputs, set every encoder's per-channel thresholds
+   (those not given by ``thresholds=``, e.g. learned by quantisation-aware fine-tuning).
+
+A model made by :func:`spikevit.conversion.quantisation_aware` (and fine-tuned) is converted by freezing its
+learned thresholds (:func:`spikevit.conversion.qcfs.spiking_model`): the result computes what it computed.
 """
 from __future__ import annotations
 
 import copy
 import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -382,7 +386,8 @@ def convert(model: nn.Module, steps: int = 12, *, spiking: str = "softmax", cali
             coding: str = DEFAULT_CODING, coding_steps: int | None = None, calibration_batches: int = 8,
             blocks: int | Iterable[int] | None = None, squeeze: str | None = None,
             activations: str | Iterable[str] | None = (), activation_steps: int | None = None,
-            norm_steps: int | None = None, inplace: bool = False, softmax_params: dict | None = None) -> nn.Module:
+            norm_steps: int | None = None, inplace: bool = False, softmax_params: dict | None = None,
+            thresholds: Mapping[str, torch.Tensor] | None = None, activation_fit: str = "range") -> nn.Module:
     """SIT-convert ``model``: the selected attention blocks compute with spiking neurons.
 
     Args:
@@ -415,16 +420,35 @@ def convert(model: nn.Module, steps: int = 12, *, spiking: str = "softmax", cali
             nearest fitted K above it; recorded in ``model.sit_conversion``).
         norm_steps: SI-norm time steps (``None``: the paper's real-valued fast form).
         inplace: modify ``model`` itself instead of a deep copy.
+        activation_fit: how those few-spike activations use ``calibration`` (given at any level): ``"range"``
+            (default: each neuron is moved onto the range its inputs occupy and its output weights refitted by
+            least squares on them), ``"polish"`` (also a short gradient fit of its thresholds; seconds per
+            layer) or ``"shipped"`` (the shipped fit, on its fixed domain); see
+            :func:`spikevit.conversion.fitting.fit_activations`.
+        thresholds: per-channel thresholds of spike encoders, ``{module path of the encoder in the converted
+            model: theta [C]}`` (:func:`spikevit.conversion.learned_thresholds`); those encoders are not
+            calibrated.  ``calibration`` is then needed only for the encoders it leaves out.  Entries of
+            blocks that ``blocks=`` leaves unconverted are ignored; any other unknown entry is an error.
+
+    A model returned by :func:`spikevit.conversion.quantisation_aware` (fine-tuned or not) is converted with
+    its learned thresholds (no re-calibration): the settings must be the ones it was made with.
 
     Returns the converted model (eval mode unchanged).  Raises :class:`SpikevitError` for an unknown level
     or coding, a missing / non-finite / ill-shaped calibration, or a model without convertible attention.
     """
     require(isinstance(model, nn.Module), f"convert() needs an nn.Module, got {type(model).__name__}")
+    if (getattr(model, "sit_conversion", None) or {}).get("quantisation_aware"):
+        from spikevit.conversion.qcfs import spiking_model
+
+        return spiking_model(model, steps, spiking=spiking, coding=coding, coding_steps=coding_steps,
+                             blocks=blocks, inplace=inplace)
     require(isinstance(spiking, str) and spiking in LEVELS,
             f"spiking={spiking!r}: choose from {list(LEVELS)}")
     require(isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1,
             f"steps must be an integer >= 1, got {steps!r}")
     require(coding in ("rate", "fewspike"), f"coding={coding!r}: choose from ['rate', 'fewspike']")
+    require(activation_fit in ("shipped", "range", "polish"),
+            f"activation_fit={activation_fit!r}: choose from ['shipped', 'range', 'polish']")
     coding_steps = steps if coding_steps is None else coding_steps
     require(isinstance(coding_steps, int) and coding_steps >= 1,
             f"coding_steps must be an integer >= 1, got {coding_steps!r}")
@@ -433,9 +457,13 @@ def convert(model: nn.Module, steps: int = 12, *, spiking: str = "softmax", cali
         acts = list(ACTIVATIONS)
     batches = None
     if spiking != "softmax":
-        require(calibration is not None, f"spiking={spiking!r} needs calibration= (a tensor of model inputs or a "
-                "DataLoader) to set the spiking neurons' thresholds")
+        require(calibration is not None or thresholds is not None, f"spiking={spiking!r} needs calibration= "
+                "(a tensor of model inputs or a DataLoader) to set the spiking neurons' thresholds")
+        if calibration is not None:
+            batches = _calibration_batches(calibration, calibration_batches)
+    elif acts and calibration is not None:          # few-spike activations are fitted to their inputs
         batches = _calibration_batches(calibration, calibration_batches)
+    preset = _check_thresholds(thresholds)
     net = model if inplace else copy.deepcopy(model)
     found = find_attention(net)
     if not found:
@@ -474,9 +502,50 @@ def convert(model: nn.Module, steps: int = 12, *, spiking: str = "softmax", cali
                           "activations": acts, "activation_steps": _activation_steps(acts, activation_steps, steps)
                           if acts else None, "norm_steps": norm_steps,
                           "block_names": [found[i][0].rpartition(".")[0] for i in sorted(selected)]}
-    if batches is not None:
-        calibrate(net, batches)
+    if preset is not None:
+        skip = tuple(p + "." for i, (p, _) in enumerate(found) if i not in selected) + tuple(
+            p.rpartition(".")[0] + "." for i, (p, _) in enumerate(found) if i not in selected and "." in p)
+        _set_thresholds(net, preset, skip)
+        net.sit_conversion["thresholds"] = "given"
+    missing = [n for n, m in net.named_modules() if isinstance(m, SpikeEncoder) and not m.calibrated]
+    if missing and batches is None:
+        raise SpikevitError(f"no thresholds for {len(missing)} spike encoders ({', '.join(missing[:3])}"
+                            f"{', ...' if len(missing) > 3 else ''}) and no calibration= to set them")
+    if batches is not None and (missing or (acts and activation_fit != "shipped")):
+        fitted = calibrate(net, batches, activation_fit)
+        if acts:
+            net.sit_conversion["activation_fit"] = {"mode": activation_fit, "layers": fitted}
     return net
+
+
+def _check_thresholds(thresholds) -> dict[str, torch.Tensor] | None:
+    """``thresholds`` as ``{name: 1-D positive finite float tensor}`` (or None); bad entries -> SpikevitError."""
+    if thresholds is None:
+        return None
+    require(isinstance(thresholds, Mapping), f"thresholds must be a mapping {{encoder path: tensor}}, got "
+            f"{type(thresholds).__name__}")
+    out = {}
+    for k, v in thresholds.items():
+        require(isinstance(k, str) and isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() == 1,
+                f"thresholds[{k!r}] must be a 1-D float tensor of per-channel thresholds")
+        require(bool(torch.isfinite(v).all()) and bool((v > 0).all()),
+                f"thresholds[{k!r}] holds NaN, infinite or non-positive values")
+        out[k] = v.detach()
+    return out
+
+
+def _set_thresholds(net: nn.Module, thresholds: dict[str, torch.Tensor], skip: tuple[str, ...]) -> None:
+    """Put ``thresholds[path]`` into the encoder at ``path`` (channel counts checked)."""
+    encoders = {n: m for n, m in net.named_modules() if isinstance(m, SpikeEncoder)}
+    unknown = [k for k in thresholds if k not in encoders and not k.startswith(skip)]
+    require(not unknown, f"thresholds for {unknown[:3]}: no such spike encoder in the converted model (paths "
+            f"look like {sorted(encoders)[:2]}; same model, spiking level and blocks?)")
+    for k, v in thresholds.items():
+        e = encoders.get(k)
+        if e is None:
+            continue
+        e.theta = v.to(e.theta.device, torch.float32).clone()       # channel count checked at the first input
+        e.clip_fraction = float("nan")
 
 
 def _activation_steps(acts: list[str], activation_steps: int | None, steps: int) -> int:
@@ -540,10 +609,17 @@ def _calibration_batches(calibration, max_batches: int) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def calibrate(net: nn.Module, batches: list[torch.Tensor]) -> None:
-    """Run ``net`` on the calibration inputs with every :class:`SpikeEncoder` passing values through and
-    recording their range; then set each encoder's per-channel thresholds."""
-    encoders = [m for m in net.modules() if isinstance(m, SpikeEncoder)]
+def calibrate(net: nn.Module, batches: list[torch.Tensor], activation_fit: str = "range") -> dict:
+    """Run ``net`` on the calibration inputs with every :class:`SpikeEncoder` that has no thresholds yet
+    passing values through and recording their range; then set those encoders' per-channel thresholds.
+    Encoders with thresholds (given to :func:`convert`) keep them and code their inputs meanwhile.
+    Few-spike activations not fitted yet record their inputs too and are fitted to them
+    (:func:`spikevit.conversion.fitting.fit_activations` with ``activation_fit``); returns what that measured."""
+    from spikevit.conversion.fitting import fit_activations
+
+    encoders = [m for m in net.modules() if isinstance(m, SpikeEncoder) and not m.calibrated]
+    encoders += [m for m in net.modules() if isinstance(m, FewSpikeActivation) and m.calibration is None
+                 and activation_fit != "shipped"]
     p = next(net.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
     was = net.training
@@ -564,11 +640,12 @@ def calibrate(net: nn.Module, batches: list[torch.Tensor]) -> None:
             e.calibrating = False
         net.train(was)
     for e in encoders:
-        if e._amax is not None:
+        if isinstance(e, SpikeEncoder) and e._amax is not None:
             e.finish_calibration()
     for m in net.modules():           # layers fed by a few-spike activation's own spikes need no encoder
         if isinstance(m, (SpikingLinear, SpikingConv)) and m.encoder is not None and not m.encoder.calibrated:
             m.encoder = None
+    return fit_activations(net, activation_fit)
 
 
 def _convert_activations(root: nn.Module, acts: list[str], steps: int, hand_over: bool = False) -> int:

@@ -21,6 +21,13 @@ Both codes turn a value ``x`` (one neuron per element) into spikes over ``T`` (r
 
 Signed values use a pair of neurons (``x`` and ``-x``): a positive and a negative spike train.
 Shapes: ``x: [*]``, ``theta`` broadcastable to ``x``; spike trains are time-first ``[T, *]``.
+
+* **Training-time activation of the rate code** (signed QCFS quantiser, Bu et al. 2022 / MST, with
+  ``L = T`` levels and shift 1/2): :func:`qcfs_quantise` is the decoded value of a signed IF pair,
+  ``theta / T * (n+ - n-)`` with ``n+ - n- = clamp(floor(u + 1/2), 0, T) - clamp(floor(1/2 - u), 0, T)``,
+  ``u = x T / theta``, i.e. ``x`` rounded to the grid ``theta / T`` and clipped to [-theta, theta].  Its
+  gradient is straight-through for ``x`` inside [-theta, theta] and the QCFS / LSQ gradient for the
+  threshold: ``dq/dx = 1{|x| <= theta}``, ``dq/dtheta = (n - u) / T`` inside, ``sign(x)`` outside.
 """
 from __future__ import annotations
 
@@ -55,6 +62,30 @@ def if_rate_simulate(x: torch.Tensor, theta: torch.Tensor, steps: int) -> tuple[
         zs.append(z)
     z = torch.stack(zs)
     return z.sum(0), z
+
+
+def qcfs_counts(x: torch.Tensor, theta: torch.Tensor, steps: int) -> torch.Tensor:
+    """Signed spike count ``n+ - n-`` (in ``-T..T``) of the rate-coded IF pair of each value, with the
+    straight-through gradient of ``u = x T / theta`` where ``|u| <= T`` (zero outside).
+
+    ``x: [*]``, ``theta`` broadcastable to ``x`` (> 0) -> ``[*]``.  The forward value is exactly the integer
+    count difference of :func:`if_rate_counts` on ``x`` and ``-x`` (equal to :func:`if_rate_simulate`).
+    """
+    require(isinstance(steps, int) and steps >= 1, f"rate coding needs steps >= 1, got {steps!r}")
+    u = x * (steps / theta)
+    ud = u.detach()
+    n = torch.floor(ud + 0.5).clamp(0, steps) - torch.floor(0.5 - ud).clamp(0, steps)
+    return n + torch.where(ud.abs() <= steps, u - ud, torch.zeros_like(u))
+
+
+def qcfs_quantise(x: torch.Tensor, theta: torch.Tensor, steps: int) -> torch.Tensor:
+    """The training-time activation equal to a signed rate-coded IF pair (signed QCFS, ``L = T``, shift 1/2).
+
+    ``theta / T * (n+ - n-)``: ``x`` rounded to the grid ``theta / T``, clipped to [-theta, theta].
+    Gradients: ``1{|x| <= theta}`` for ``x``; ``(n - u) / T`` inside and ``sign(x)`` outside for ``theta``
+    (``u = x T / theta``, ``n`` the count difference).  ``x: [*]``, ``theta`` broadcastable -> ``[*]``.
+    """
+    return qcfs_counts(x, theta, steps) * (theta / steps)
 
 
 def binary_identity_parameters(steps: int, dtype: torch.dtype = torch.float32) -> dict:

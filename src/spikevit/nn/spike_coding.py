@@ -28,10 +28,12 @@ from spikevit.errors import SpikevitError, require
 from spikevit.functional.coding import (
     fewspike_identity_bits,
     if_rate_counts,
+    qcfs_counts,
     signed_pair,
 )
 
 CODINGS = ("rate", "fewspike")
+THETA_MIN = 1e-6          # learned thresholds are kept at least this large
 
 
 @dataclass
@@ -79,6 +81,12 @@ class SpikeEncoder(nn.Module):
     (``x.numel()``, one signed pair per value) of the last call.
     Calibration: with ``calibrating = True`` the input passes through unchanged (``encode`` returns None)
     while per-channel ``max |x|`` and a sample are recorded; :meth:`finish_calibration` sets ``theta``.
+
+    Quantisation-aware training (rate coding, :meth:`make_quantisation_aware`): ``theta`` becomes a
+    learnable parameter and the code carries gradients: one slice ``L = 1`` holding the signed counts
+    ``n+ - n-`` with a straight-through gradient (:func:`~spikevit.functional.coding.qcfs_counts`) and the
+    scale ``theta / T`` (the QCFS / LSQ threshold gradient).  Its decoded value is the one of the two IF
+    neurons' counts; :meth:`freeze` turns the learned thresholds back into the neurons' buffers.
     """
 
     def __init__(self, coding: str = "rate", steps: int = 12, channel_dim: int = -1, name: str = ""):
@@ -94,6 +102,28 @@ class SpikeEncoder(nn.Module):
         self.clip_fraction = float("nan")
         self.last_spikes = 0.0
         self.last_neurons = 0
+        self.quantisation_aware = False
+
+    # -- quantisation-aware training -----------------------------------------------------------------------
+    def make_quantisation_aware(self) -> None:
+        """Learnable thresholds (initialised by calibration) and straight-through gradients (rate coding)."""
+        require(self.coding == "rate", f"{self.name or 'spike encoder'}: quantisation-aware training is defined "
+                f"for rate coding (coding={self.coding!r})")
+        require(self.calibrated, f"{self.name or 'spike encoder'}: calibrate the neurons before making them "
+                "quantisation-aware (their thresholds start from the calibration)")
+        if not self.quantisation_aware:
+            theta = self.theta.detach().clone()
+            del self._buffers["theta"]
+            self.theta = nn.Parameter(theta)
+            self.quantisation_aware = True
+
+    def freeze(self) -> None:
+        """Back to spiking neurons: the learned thresholds (kept > 0) become the buffer ``theta``."""
+        if self.quantisation_aware:
+            theta = self.theta.detach().clamp_min(THETA_MIN).clone()
+            del self._parameters["theta"]
+            self.register_buffer("theta", theta)
+            self.quantisation_aware = False
 
     # -- calibration -------------------------------------------------------------------------------------
     def _channels_last(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,6 +189,8 @@ class SpikeEncoder(nn.Module):
                 f"were calibrated for {self.theta.numel()}")
         shape = [1] * x.dim()
         shape[self.channel_dim] = C
+        if self.quantisation_aware:
+            return self._quantisation_aware(x, shape)
         theta = self.theta.to(x.dtype).reshape(shape)
         if self.coding == "rate":
             # counts of the positive and the negative IF neuron (closed form of if_rate_counts on x and -x)
@@ -182,6 +214,17 @@ class SpikeEncoder(nn.Module):
         self.last_neurons = x.numel()
         spikes._spike_code = SpikeCode(spikes, coef, scale, self.channel_dim, pair)
         return spikes
+
+    def _quantisation_aware(self, x: torch.Tensor, shape: list[int]) -> torch.Tensor:
+        """Signed counts ``[1, *x.shape]`` with straight-through gradients, scale ``theta / T`` (learnable)."""
+        theta = self.theta.clamp_min(THETA_MIN).to(x.dtype)
+        n = qcfs_counts(x, theta.reshape(shape), self.steps).unsqueeze(0)
+        coef = torch.ones(1, device=x.device, dtype=x.dtype)
+        with torch.no_grad():
+            self.last_spikes = float(n.abs().sum())           # one of the pair fires: |n+ - n-| = n+ + n-
+        self.last_neurons = x.numel()
+        n._spike_code = SpikeCode(n, coef, theta / self.steps, self.channel_dim, False)
+        return n
 
     def extra_repr(self) -> str:
         return f"coding={self.coding}, steps={self.steps}, channel_dim={self.channel_dim}, " \

@@ -1,0 +1,212 @@
+"""Quantisation-aware fine-tuning for rate-coded conversion (QCFS / MST style): train the model with the
+activation its converted neurons compute, then convert without loss.
+
+A rate-coded signed IF pair over ``T`` steps hands the next layer ``theta / T * (n+ - n-)``: its input
+rounded to the grid ``theta / T`` and clipped to [-theta, theta] (the signed QCFS quantiser with ``L = T``
+levels and shift 1/2, :func:`spikevit.functional.coding.qcfs_quantise`).  A model trained without that
+quantisation loses accuracy at small ``T``.  The remedy of MST and QCFS (Bu et al. 2022) is to fine-tune
+with the quantiser in place and a learnable threshold, then convert.
+
+* :func:`quantisation_aware` builds the training model: the converted model (same encoder points, same
+  spiking softmax and few-spike activations) whose encoders forward the decoded value with a
+  straight-through gradient and learn ``theta`` (initialised by the usual calibration; QCFS / LSQ
+  gradient), and whose few-spike neurons pass the exact function's gradient
+  (:class:`~spikevit.nn.qcfs.StraightThrough`).  Its parameters are the ANN's own tensors plus the
+  thresholds, so any training loop (e.g. :func:`spikevit.train.fit`) fine-tunes it.
+* ``convert(qat_model, T, spiking=..., coding="rate")`` (or :func:`spiking_model`) returns the spiking
+  model with the learned thresholds: it computes what the fine-tuned model computes (up to float rounding
+  of the two IF neurons' products done separately).
+* :func:`ann_state_dict` / :func:`learned_thresholds` (+ :func:`save_thresholds` / :func:`load_thresholds`)
+  split the fine-tuned model into the ANN's weights (loadable into the original architecture) and the
+  thresholds ``{encoder path: theta [C]}`` that ``convert(ann, ..., thresholds=...)`` takes.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from spikevit.errors import SpikevitError, require
+from spikevit.nn.qcfs import StraightThrough
+from spikevit.nn.spike_coding import SpikeEncoder
+from spikevit.nn.spiking_softmax import FewSpikeActivation
+from spikevit.tensorio import load_tensors, save_tensors
+
+THRESHOLDS_KIND = "spikevit-thresholds"
+
+
+def quantisation_aware(model: nn.Module, steps: int = 4, *, spiking: str = "all", calibration=None,
+                       coding_steps: int | None = None, calibration_batches: int = 8,
+                       blocks: int | Iterable[int] | None = None, squeeze: str | None = None,
+                       activation_steps: int | None = None, norm_steps: int | None = None,
+                       inplace: bool = False) -> nn.Module:
+    """The model to fine-tune before a rate-coded conversion at ``spiking`` (``"attention"`` or ``"all"``).
+
+    Same arguments as :func:`~spikevit.conversion.convert` with ``coding="rate"``: ``steps`` is K of the
+    SI-exp neurons and, unless ``coding_steps`` is given, T of the rate-coded IF pairs; ``calibration``
+    (model inputs ``[B, *]`` or a DataLoader) initialises the thresholds.  The returned model's forward is
+    the converted model's (quantised inputs at every encoder point, spiking softmax, few-spike activations);
+    its backward is straight-through (see the module docstring).  ``theta`` of each encoder is an
+    ``nn.Parameter`` (path ``<encoder path>.theta``).  The model keeps ``model``'s train / eval mode.
+    """
+    from spikevit.conversion.converter import convert
+
+    require(isinstance(model, nn.Module), f"quantisation_aware() needs an nn.Module, got {type(model).__name__}")
+    require(spiking in ("attention", "all"), f"spiking={spiking!r}: quantisation-aware training is for the rate-coded "
+            "levels 'attention' and 'all' (at 'softmax' no value is rate-coded)")
+    require(calibration is not None, "quantisation_aware() needs calibration= (model inputs or a DataLoader) to "
+            "initialise the thresholds")
+    was = model.training
+    ann = model if inplace else copy.deepcopy(model)
+    ann_keys: dict[int, list[str]] = {}
+    for k, t in ann.state_dict(keep_vars=True).items():
+        ann_keys.setdefault(id(t), []).append(k)
+    net = convert(ann, steps, spiking=spiking, calibration=calibration, coding="rate", coding_steps=coding_steps,
+                  calibration_batches=calibration_batches, blocks=blocks, squeeze=squeeze,
+                  activation_steps=activation_steps, norm_steps=norm_steps, inplace=True)
+    names: dict[str, str] = {}                 # ANN state-dict key -> key in the quantisation-aware model
+    for k, t in net.state_dict(keep_vars=True).items():
+        for a in ann_keys.get(id(t), ()):
+            names.setdefault(a, k)
+    lost = [a for keys in ann_keys.values() for a in keys if a not in names]
+    if lost:
+        raise SpikevitError(f"quantisation_aware: conversion did not keep the tensors {lost[:3]} (not supported)")
+    for m in net.modules():
+        if isinstance(m, SpikeEncoder):
+            m.make_quantisation_aware()
+    _wrap_few_spike(net)
+    net.sit_conversion = {**net.sit_conversion, "quantisation_aware": True, "thresholds": "learned"}
+    net.qcfs_ann_keys = names
+    return net.train(was)
+
+
+def _wrap_few_spike(net: nn.Module) -> None:
+    from spikevit.conversion.converter import SpikingAttention
+
+    for m in net.modules():
+        if isinstance(m, SpikingAttention) and m.spiking_softmax is not None and \
+                not isinstance(m.spiking_softmax, StraightThrough):
+            m.spiking_softmax = StraightThrough(m.spiking_softmax)
+    for name, m in list(net.named_modules()):
+        if isinstance(m, FewSpikeActivation) and name:
+            parent, _, attr = name.rpartition(".")
+            owner = net.get_submodule(parent) if parent else net
+            if not isinstance(owner, StraightThrough):
+                setattr(owner, attr, StraightThrough(m))
+
+
+def _unwrap_few_spike(net: nn.Module) -> None:
+    from spikevit.conversion.converter import SpikingAttention
+
+    for m in net.modules():
+        if isinstance(m, SpikingAttention) and isinstance(m.spiking_softmax, StraightThrough):
+            m.spiking_softmax = m.spiking_softmax.spiking
+    for name, m in list(net.named_modules()):
+        if isinstance(m, StraightThrough) and name:
+            parent, _, attr = name.rpartition(".")
+            setattr(net.get_submodule(parent) if parent else net, attr, m.spiking)
+
+
+def _require_quantisation_aware(net: nn.Module, what: str) -> dict:
+    info = getattr(net, "sit_conversion", None) or {}
+    require(isinstance(net, nn.Module) and info.get("quantisation_aware"),
+            f"{what}: not a quantisation-aware model (make one with spikevit.conversion.quantisation_aware)")
+    return info
+
+
+def spiking_model(net: nn.Module, steps: int | None = None, *, spiking: str | None = None, coding: str = "rate",
+                  coding_steps: int | None = None, blocks=None, inplace: bool = False) -> nn.Module:
+    """The spiking model of a (fine-tuned) quantisation-aware model: learned thresholds frozen into the IF
+    neurons, the few-spike neurons without their straight-through gradient (eval mode).
+
+    The settings, where given, must be the ones the model was made with (``steps``, ``spiking``,
+    ``coding="rate"``, ``coding_steps``, ``blocks``): a different T or level would not be the model that
+    was trained.  This is what :func:`~spikevit.conversion.convert` does with such a model.
+    """
+    from spikevit.conversion.converter import _select_blocks
+
+    info = _require_quantisation_aware(net, "spiking_model")
+    made = {"steps": info["steps"], "spiking": info["spiking"], "coding": "rate", "coding_steps": info["coding_steps"]}
+    asked = {"steps": steps, "spiking": spiking, "coding": coding,
+             "coding_steps": coding_steps if coding_steps is not None else steps}
+    bad = {k: v for k, v in asked.items() if v is not None and v != made[k]}
+    if blocks is not None and sorted(_select_blocks(info["attention_blocks"], blocks)) != info["blocks"]:
+        bad["blocks"] = blocks
+    require(not bad, f"this model was fine-tuned quantisation-aware with {made} (blocks {info['blocks']}); "
+            f"converting it with {bad} would not be the model that was trained: use the same settings, or "
+            "convert the plain ANN (ann_state_dict) with calibration=")
+    out = net if inplace else copy.deepcopy(net)
+    for m in out.modules():
+        if isinstance(m, SpikeEncoder):
+            m.freeze()
+    _unwrap_few_spike(out)
+    out.sit_conversion = {**info, "quantisation_aware": False, "thresholds": "learned"}
+    if hasattr(out, "qcfs_ann_keys"):
+        del out.qcfs_ann_keys
+    return out.eval()
+
+
+def threshold_param_groups(theta_lr_scale: float = 10.0):
+    """``param_groups`` hook of :func:`spikevit.train.fit` for a quantisation-aware model: the thresholds in
+    their own group (no weight decay, learning rate x ``theta_lr_scale``), the rest as the trainer's default
+    (decay on >= 2-D weights only)."""
+    require(isinstance(theta_lr_scale, (int, float)) and theta_lr_scale > 0,
+            f"theta_lr_scale must be > 0, got {theta_lr_scale!r}")
+
+    def groups(model: nn.Module, config) -> list[dict]:
+        theta = [m.theta for m in model.modules() if isinstance(m, SpikeEncoder) and m.quantisation_aware]
+        ids = {id(p) for p in theta}
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+        out = [{"params": [p for p in rest if p.ndim >= 2], "weight_decay": config.weight_decay, "lr_scale": 1.0},
+               {"params": [p for p in rest if p.ndim < 2], "weight_decay": 0.0, "lr_scale": 1.0},
+               {"params": theta, "weight_decay": 0.0, "lr_scale": float(theta_lr_scale)}]
+        return [g for g in out if g["params"]]
+
+    return groups
+
+
+def finetune(net: nn.Module, train_set, test_set, config, *, theta_lr_scale: float = 10.0, out_dir=None,
+             run: dict | None = None):
+    """Fine-tune a quantisation-aware model with the project's trainer (:func:`spikevit.train.fit`: AdamW,
+    warmup + cosine, ``config`` a :class:`~spikevit.train.TrainConfig`); thresholds learn ``theta_lr_scale``
+    times faster.  Returns the trainer's ``TrainResult`` (``net`` is trained in place, left in eval mode)."""
+    from spikevit.train import TrainHooks, fit
+
+    _require_quantisation_aware(net, "finetune")
+    hooks = TrainHooks(param_groups=threshold_param_groups(theta_lr_scale))
+    return fit(net.train(), train_set, test_set, config, out_dir=out_dir, hooks=hooks,
+               run=run or {"model": "quantisation-aware", "model_kwargs": dict(net.sit_conversion)})
+
+
+def learned_thresholds(net: nn.Module) -> dict[str, torch.Tensor]:
+    """``{encoder path: theta [C]}`` of a quantisation-aware model (or of any converted model), detached;
+    what ``convert(ann, ..., thresholds=...)`` takes."""
+    out = {n: m.theta.detach().clamp_min(1e-6).float().cpu().clone() for n, m in net.named_modules()
+           if isinstance(m, SpikeEncoder) and m.calibrated}
+    require(bool(out), "learned_thresholds: the model has no calibrated spike encoders")
+    return out
+
+
+def ann_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
+    """The fine-tuned ANN weights of a quantisation-aware model under the original model's state-dict keys
+    (load them into the architecture it was made from)."""
+    _require_quantisation_aware(net, "ann_state_dict")
+    sd = net.state_dict()
+    return {a: sd[k].detach().clone() for a, k in net.qcfs_ann_keys.items()}
+
+
+def save_thresholds(path: str | os.PathLike, thresholds: dict[str, torch.Tensor], info: dict | None = None):
+    """Write thresholds ``{encoder path: theta [C]}`` (a safetensors file with ``info`` as metadata)."""
+    return save_tensors(path, thresholds, THRESHOLDS_KIND, info or {})
+
+
+def load_thresholds(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(thresholds, info)`` from :func:`save_thresholds`'s file; a foreign file -> SpikevitError."""
+    return load_tensors(path, THRESHOLDS_KIND)
+
+
+__all__ = ["THRESHOLDS_KIND", "ann_state_dict", "finetune", "learned_thresholds", "load_thresholds",
+           "quantisation_aware", "save_thresholds", "spiking_model", "threshold_param_groups"]
