@@ -33,24 +33,20 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
 from spikevit.errors import SpikevitError, require
-from spikevit.functional.fewspike import fs_neuron
+from spikevit.functional.fewspike import fs_neuron, fs_spikes
+from spikevit.nn.spiking_softmax import EXACT_FUNCTIONS, FewSpikeActivation
 from spikevit.runtime import progress
 
 DT = torch.float64
 
-FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "exp": torch.exp,
-    "sigmoid": torch.sigmoid,
-    "silu": F.silu,
-    "gelu": F.gelu,
-}
+FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = EXACT_FUNCTIONS
 # fitting interval per function: exp as in the SIT paper; activations over the range that LayerNorm'd
 # transformer pre-activations occupy (outside it the neuron saturates)
 DEFAULT_DOMAINS: dict[str, tuple[float, float]] = {
@@ -89,25 +85,44 @@ class FewSpikeFit:
 
 
 class LeafGrid:
-    """``f`` on ``n`` evenly spaced points of ``[lo, hi]`` and relaxed prefix sums over it."""
+    """``f`` on ``n`` evenly spaced points of ``[lo, hi]`` and relaxed prefix sums over it.
 
-    def __init__(self, f: Callable, lo: float, hi: float, n: int):
+    With ``sample`` (``[N]`` inputs, e.g. a layer's calibrated pre-activations) every grid point is weighted
+    by the fraction of the sample nearest to it (weights summing to ``n``), so the objective is the mean
+    squared error over the sample's distribution instead of over the interval.
+    """
+
+    def __init__(self, f: Callable, lo: float, hi: float, n: int, sample: torch.Tensor | None = None):
         require(n >= 2 and hi > lo, f"need n >= 2 points and lo < hi, got n={n}, [{lo}, {hi}]")
         self.x = torch.linspace(lo, hi, n, dtype=DT)
         self.y = f(self.x)
         self.lo, self.hi, self.n = lo, hi, n
         self.delta = (hi - lo) / (n - 1)
-        self.c1 = torch.cat([torch.zeros(1, dtype=DT), torch.cumsum(self.y, 0)])
-        self.y2 = float((self.y ** 2).sum())
+        self.c0 = None                   # cumulative weights (None: every point weighs 1)
+        w = torch.ones(n, dtype=DT)
+        if sample is not None:
+            idx = ((sample.detach().to(DT).flatten() - lo) / self.delta).round().clamp(0, n - 1).long()
+            w = torch.bincount(idx, minlength=n).to(DT) * (n / idx.numel())
+            self.c0 = torch.cat([torch.zeros(1, dtype=DT), torch.cumsum(w, 0)])
+        self.w = w
+        self.c1 = torch.cat([torch.zeros(1, dtype=DT), torch.cumsum(w * self.y, 0)])
+        self.y2 = float((w * self.y ** 2).sum())
 
     def count_below(self, s: torch.Tensor) -> torch.Tensor:
-        """Relaxed number of grid points ``< s`` (exact half-way between two points)."""
+        """Relaxed position of ``s``: the number of grid points ``< s`` (exact half-way between two points)."""
         return ((s - self.lo) / self.delta + 0.5).clamp(0, self.n)
 
+    def weight_below(self, u: torch.Tensor) -> torch.Tensor:
+        """Relaxed total weight of the grid points below position ``u`` (``u`` itself without a sample)."""
+        return u if self.c0 is None else self._interp(self.c0, u)
+
     def sum_below(self, u: torch.Tensor) -> torch.Tensor:
+        return self._interp(self.c1, u)
+
+    def _interp(self, c: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         i = u.detach().floor().clamp(max=self.n - 1).long()
         w = u - i
-        return self.c1[i] * (1 - w) + self.c1[i + 1] * w
+        return c[i] * (1 - w) + c[i + 1] * w
 
 
 _BITS: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -148,7 +163,7 @@ def _objective(T: torch.Tensor, h: torch.Tensor, grid: LeafGrid, ridge: float = 
     P, K = T.shape
     a, b = leaf_intervals(T, h, grid.lo - grid.delta, grid.hi + grid.delta)
     ua, ub = grid.count_below(a), grid.count_below(b)
-    count, ysum = ub - ua, grid.sum_below(ub) - grid.sum_below(ua)
+    count, ysum = grid.weight_below(ub) - grid.weight_below(ua), grid.sum_below(ub) - grid.sum_below(ua)
     B, BB = leaf_bits(K)
     G = (count @ BB).reshape(P, K, K)
     r = ysum @ B
@@ -320,3 +335,131 @@ def fit_few_spike(function: str, steps: int, *, domain: tuple[float, float] | No
                        seconds=time.time() - t0, evaluations=evals, history=history,
                        config={"population": population, "rounds": rounds, "iters": iters, "seed": seed,
                                "time_budget": time_budget, "grown_from_init": init is not None})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# fitting a shipped neuron to the inputs a layer actually receives (convert's calibration)
+# ----------------------------------------------------------------------------------------------------------
+SAMPLE_QUANTILES = (0.0, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+
+
+def map_to_interval(T: torch.Tensor, h: torch.Tensor, domain: tuple[float, float], lo, hi
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Thresholds and discharges of a neuron fitted on ``domain`` moved onto ``[lo, hi]`` (exactly).
+
+    With ``s = (hi - lo) / (domain[1] - domain[0])``, the neuron ``(lo + s (T - domain[0]), s h)`` fed ``x``
+    emits the spikes that ``(T, h)`` emits when fed ``domain[0] + (x - lo) / s``: every threshold test
+    ``x - s H >= lo + s (T[t] - domain[0])`` is the original one multiplied by ``s``.
+    ``T, h: [K]``, ``lo, hi``: floats or ``[P]`` -> ``[P, K]`` (``[1, K]`` for floats).
+    """
+    lo = torch.as_tensor(lo, dtype=T.dtype).reshape(-1, 1)
+    hi = torch.as_tensor(hi, dtype=T.dtype).reshape(-1, 1)
+    s = (hi - lo) / (domain[1] - domain[0])
+    return lo + s * (T[None] - domain[0]), s * h[None]
+
+
+def least_squares_d(x: torch.Tensor, y: torch.Tensor, T: torch.Tensor, h: torch.Tensor,
+                    ridge: float = 1e-9) -> torch.Tensor:
+    """Output weights minimising ``mean((sum_t d[t] z[t](x) - y)^2)`` for fixed ``T, h`` (``[K]``), by the
+    K x K normal equations in float64 (a tiny ridge: a step that never fires on ``x`` gets ``d = 0``)."""
+    Z = fs_spikes(x.to(DT), T.to(DT), h.to(DT)).T                # [N, K]
+    G = Z.T @ Z
+    scale = 1.0 + float(G.diagonal().mean())
+    return torch.linalg.solve(G + ridge * scale * torch.eye(G.shape[0], dtype=DT), Z.T @ y.to(DT))
+
+
+def fit_to_sample(function: str | Callable, sample: torch.Tensor, T: torch.Tensor, h: torch.Tensor,
+                  d: torch.Tensor, domain: tuple[float, float], *, polish_iters: int = 0, population: int = 8,
+                  n_bins: int = 4096) -> dict:
+    """A few-spike neuron for ``function`` made accurate where its inputs live: ``sample`` (``[N]``, the
+    layer's inputs recorded during calibration).
+
+    Starting from a fitted neuron ``(T, h, d)`` (``[K]`` each, fitted on ``domain``):
+
+    1. candidates: the neuron moved exactly onto intervals ``[lo, hi]`` (:func:`map_to_interval`) whose ends
+       are sample quantiles (:data:`SAMPLE_QUANTILES` from each end, or 25 % of the range beyond it), plus the
+       neuron as it is; for each, ``d`` is refitted by least squares on the sample's distribution (binned on
+       ``n_bins`` points spanning the sample, :class:`LeafGrid` with ``sample``) and the best is kept;
+    2. ``polish_iters > 0``: Adam on ``T, h`` of the best ``population`` candidates against the same
+       distribution-weighted error (the fitter's relaxed leaf objective), seconds per layer at K = 12;
+    3. ``d`` of the winner is refitted by least squares on the sample itself (:func:`least_squares_d`).
+
+    The neuron given is returned unchanged if it is at least as accurate on the sample (so the result is
+    never worse there).  Returns ``{"T", "h", "d"}`` (``[K]`` float64), ``"domain"`` (the interval the
+    neuron was moved onto), ``"rmse"`` / ``"max_abs_error"`` (simulated on the sample), ``"rmse_before"``
+    (the given neuron on the sample), ``"samples"``, ``"changed"`` and ``"polished"``.
+    """
+    f = target_function(function) if isinstance(function, str) else function
+    x = sample.detach().to(DT).flatten().cpu()
+    require(x.numel() >= 2, f"need at least 2 sample values to fit a few-spike neuron, got {x.numel()}")
+    require(bool(torch.isfinite(x).all()), "the few-spike neuron's calibration sample holds NaN or infinite values")
+    require(isinstance(polish_iters, int) and polish_iters >= 0, f"polish_iters must be >= 0, got {polish_iters!r}")
+    T, h, d = (v.detach().to(DT).cpu().flatten() for v in (T, h, d))
+    y = f(x)
+    lo, hi = float(x.min()), float(x.max())
+    if not hi - lo > 1e-6 * max(1.0, abs(lo), abs(hi)):          # (nearly) constant inputs: any small interval
+        lo, hi = lo - 1e-3 * max(1.0, abs(lo)), hi + 1e-3 * max(1.0, abs(hi))
+    width = hi - lo
+    q = torch.quantile(x, torch.tensor(SAMPLE_QUANTILES[1:], dtype=DT))
+    q_hi = torch.quantile(x, 1 - torch.tensor(SAMPLE_QUANTILES[1:], dtype=DT))
+    lows = [lo - 0.25 * width, lo] + q.tolist()
+    highs = [hi + 0.25 * width, hi] + q_hi.tolist()
+    pairs = [(a, b) for a in lows for b in highs if b - a > 1e-3 * width]
+    a = torch.tensor([p[0] for p in pairs], dtype=DT)
+    b = torch.tensor([p[1] for p in pairs], dtype=DT)
+    Tc, hc = map_to_interval(T, h, domain, a, b)
+    Tc, hc = torch.cat([Tc, T[None]]), torch.cat([hc, h[None]])
+    ends = torch.cat([torch.stack([a, b], 1), torch.tensor([list(domain)], dtype=DT)])
+    grid = LeafGrid(f, lo, hi, n_bins, sample=x)
+    with torch.no_grad():
+        mse, _ = _objective(Tc, hc, grid)
+    order = mse.argsort()
+    best_T, best_h, best_dom = Tc[order[0]], hc[order[0]], tuple(ends[order[0]].tolist())
+    if polish_iters:
+        top = order[:population]
+        span = float((ends[top, 1] - ends[top, 0]).min())
+        Tp, hp, e, _ = _adam(Tc[top], hc[top], grid, polish_iters, lr=0.005 * span)
+        i = int(e.argmin())
+        best_T, best_h, best_dom = Tp[i].detach(), hp[i].detach(), tuple(ends[top[i]].tolist())
+    best_d = least_squares_d(x, y, best_T, best_h)
+
+    def err(T_, h_, d_):
+        e_ = fs_neuron(x, T_, h_, d_) - y
+        return float(e_.pow(2).mean().sqrt()), float(e_.abs().max())
+
+    before, before_max = err(T, h, d)
+    rmse, max_abs = err(best_T, best_h, best_d)
+    changed = rmse < before
+    if not changed:
+        best_T, best_h, best_d, best_dom, rmse, max_abs = T, h, d, tuple(domain), before, before_max
+    return {"T": best_T.clone(), "h": best_h.clone(), "d": best_d.clone(), "domain": tuple(float(v) for v in best_dom),
+            "rmse": rmse, "max_abs_error": max_abs, "rmse_before": before, "samples": int(x.numel()),
+            "changed": changed, "polished": bool(polish_iters) and changed}
+
+
+ACTIVATION_FITS = ("shipped", "range", "polish")
+
+
+def fit_activations(net: nn.Module, mode: str = "range", polish_iters: int = 150) -> dict[str, dict]:
+    """Fit every :class:`~spikevit.nn.FewSpikeActivation` of ``net`` that recorded inputs during calibration
+    to those inputs (:func:`fit_to_sample`) and install the result.
+
+    ``mode``: ``"shipped"`` (keep the shipped neurons, only drop the records), ``"range"`` (move the shipped
+    neuron onto the inputs' range and refit its output weights: a fraction of a second per layer) or
+    ``"polish"`` (as ``"range"``, then ``polish_iters`` Adam steps on its thresholds and discharges: seconds
+    per layer).  Returns ``{module path: what fit_to_sample measured}`` for the fitted layers.
+    """
+    require(mode in ACTIVATION_FITS, f"activation_fit={mode!r}: choose from {list(ACTIVATION_FITS)}")
+    out = {}
+    for name, m in net.named_modules():
+        if not isinstance(m, FewSpikeActivation):
+            continue
+        sample = m.take_sample()
+        if sample is None or mode == "shipped":
+            continue
+        r = fit_to_sample(m.function, sample, m.T, m.h, m.d, m.domain,
+                          polish_iters=polish_iters if mode == "polish" else 0)
+        info = {k: v for k, v in r.items() if k not in ("T", "h", "d")}
+        m.set_neuron(r["T"], r["h"], r["d"], r["domain"], info)
+        out[name] = info
+    return out

@@ -8,6 +8,7 @@ hooks (:class:`spikevit.conversion.SpikeCounter`) can accumulate spikes per laye
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from spikevit.errors import SpikevitError, require
@@ -15,6 +16,8 @@ from spikevit.functional.fewspike import fs_lookup, fs_neuron_with_count, fs_pie
 from spikevit.nn.spike_coding import SpikeCode
 
 SQUEEZES = {"sigmoid": torch.sigmoid, "tanh": torch.tanh}
+# the elementwise functions a few-spike neuron is fitted to (the fitter's targets)
+EXACT_FUNCTIONS = {"exp": torch.exp, "sigmoid": torch.sigmoid, "silu": F.silu, "gelu": F.gelu}
 
 
 def _squeeze_fn(squeeze: str | None):
@@ -100,14 +103,24 @@ class SpikingSoftmax(nn.Module):
 class FewSpikeActivation(nn.Module):
     """Elementwise activation (GELU, SiLU, sigmoid, exp) computed by a fitted K-step few-spike neuron.
 
-    Inputs outside the fitting domain saturate (the neuron's output is bounded).  ``[*]`` -> ``[*]``.
+    Inputs outside the neuron's domain saturate (its output is bounded).  ``[*]`` -> ``[*]``.
     With ``hand_over_spikes = True`` the output tensor carries its spike train (``out._spike_code``, a
     :class:`~spikevit.nn.spike_coding.SpikeCode` of ``[K, *]`` binary spikes with weights ``d``) so that
     the next linear layer or convolution computes on the spikes themselves.
+
+    Calibration (as :class:`~spikevit.nn.spike_coding.SpikeEncoder`): with ``calibrating = True`` the
+    inputs are recorded (their extremes and a seeded random sample of up to ``SAMPLE_SIZE`` values) and the
+    exact function is passed on (with ``hand_over_spikes`` the neuron's spikes, which the next layer needs);
+    :func:`spikevit.conversion.fitting.fit_activations` then fits the neuron to the recorded inputs and
+    installs it with :meth:`set_neuron` (``calibration`` holds what it measured).
     """
+
+    SAMPLE_SIZE = 1 << 16
 
     def __init__(self, function: str, steps: int = 12, params: dict | None = None):
         super().__init__()
+        require(function in EXACT_FUNCTIONS, f"unknown function {function!r} for a few-spike activation; "
+                f"choose from {sorted(EXACT_FUNCTIONS)}")
         if params is None:
             from spikevit.nn.fewspike_params import few_spike_parameters
 
@@ -119,8 +132,50 @@ class FewSpikeActivation(nn.Module):
         self.last_spikes = 0.0
         self.last_neurons = 0
         self.hand_over_spikes = False
+        self.calibrating = False
+        self.calibration: dict | None = None      # set by set_neuron: what the fit to the recorded inputs measured
+        self._sample: list[torch.Tensor] = []
+        self._sample_size = 0
+        self._sample_gen: torch.Generator | None = None
+
+    # -- calibration -------------------------------------------------------------------------------------
+    def observe(self, x: torch.Tensor) -> None:
+        """Record ``x``'s minimum and maximum and a seeded random subset of its values (``SAMPLE_SIZE`` in all)."""
+        flat = x.detach().reshape(-1)
+        if flat.numel() == 0:
+            return
+        if self._sample_gen is None:
+            self._sample_gen = torch.Generator().manual_seed(0)
+        self._sample.append(torch.stack([flat.min(), flat.max()]).float().cpu())
+        room = self.SAMPLE_SIZE - self._sample_size
+        if room > 0:
+            n = min(room, self.SAMPLE_SIZE // 4, flat.numel())
+            idx = torch.randint(flat.numel(), (n,), generator=self._sample_gen).to(flat.device)
+            self._sample.append(flat.index_select(0, idx).float().cpu())
+            self._sample_size += n
+
+    def take_sample(self) -> torch.Tensor | None:
+        """The recorded inputs ``[N]`` (None if nothing was recorded); clears the record."""
+        out = torch.cat(self._sample) if self._sample else None
+        self._sample, self._sample_size, self._sample_gen = [], 0, None
+        return out
+
+    def set_neuron(self, T: torch.Tensor, h: torch.Tensor, d: torch.Tensor, domain: tuple[float, float],
+                   calibration: dict | None = None) -> None:
+        """Install new neuron parameters (``[K]`` each, same K)."""
+        require(T.numel() == h.numel() == d.numel() == self.steps,
+                f"few-spike activation: new parameters must have {self.steps} steps, got {T.numel()}")
+        for name, v in (("T", T), ("h", h), ("d", d)):
+            getattr(self, name).copy_(v.detach().flatten().to(getattr(self, name)))
+        self.domain = tuple(float(v) for v in domain)
+        self.calibration = calibration
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.calibrating:
+            self.observe(x)
+            if not self.hand_over_spikes:      # like the encoders: values pass through while calibrating
+                self.last_spikes, self.last_neurons = 0.0, 0
+                return EXACT_FUNCTIONS[self.function](x)
         if self.hand_over_spikes:
             z = fs_spikes(x.float(), self.T, self.h)                       # [K, *] binary
             code = SpikeCode(z, self.d, None, -1)
@@ -135,4 +190,5 @@ class FewSpikeActivation(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"function={self.function}, steps={self.steps}, domain={self.domain}"
+        dom = ", ".join(f"{v:.4g}" for v in self.domain)
+        return f"function={self.function}, steps={self.steps}, domain=({dom})"
