@@ -1,12 +1,19 @@
-"""``spikevit lca``: exemplar LCA decoder (extract, fit, encode, evaluate, add, run)."""
+"""``spikevit lca``: exemplar LCA decoder (extract, fit, encode, evaluate, add, run, shard).
+
+``lca run`` and ``lca evaluate`` map one to one onto :class:`~spikevit.lca.params.LCARunParams` (same names,
+defaults taken from it) and call :func:`spikevit.lca.run`; ``lca shard`` maps onto
+:class:`~spikevit.lca.distributed.ShardedRun`.
+"""
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import fields
 
 from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
 from spikevit.lca.distributed import SHARDABLE, ShardedRun
 from spikevit.lca.encode import BACKENDS
-from spikevit.lca.params import LCA_DEFAULTS, LCAParams, check_tau
+from spikevit.lca.params import DEFAULT_CACHE  # noqa: F401  (the cache default `spikevit reproduce` shares)
+from spikevit.lca.params import LCA_DEFAULTS, SELECTIONS, LCAParams, LCARunParams, check_tau
+from spikevit.lca.params import LCA_RUN_DEFAULTS as R
 from spikevit.validation import (
     arg_non_negative_float,
     arg_non_negative_int,
@@ -14,22 +21,22 @@ from spikevit.validation import (
     argtype,
 )
 
-DEFAULT_CACHE = str(Path.home() / ".cache" / "spikevit" / "features")
-
-
 arg_tau = argtype(check_tau, "time constant")
 
 
 def _add_backbone_args(p):
-    p.add_argument("--backbone", default="pixels", help="feature extractor (see `spikevit lca backbones`)")
-    p.add_argument("--weights", default="default", help="'default' (published weights), 'none' (random) or a "
+    p.add_argument("--backbone", default=R.backbone, help="feature extractor (see `spikevit lca backbones`)")
+    p.add_argument("--weights", default=R.weights, help="'default' (published weights), 'none' (random) or a "
                    "local .safetensors/.pth state dict")
-    p.add_argument("--image-size", type=arg_positive_int, default=None, help="override the backbone's input size")
-    p.add_argument("--cache", default=DEFAULT_CACHE, help="feature cache directory")
-    p.add_argument("--batch-size", type=arg_positive_int, default=64, help="images per backbone batch")
-    p.add_argument("--limit-train", type=arg_positive_int, default=None, help="use a seeded random subset of the train split")
-    p.add_argument("--limit-test", type=arg_positive_int, default=None, help="use a seeded random subset of the test split")
-    p.add_argument("--workers", type=arg_non_negative_int, default=0, help="data loader worker processes")
+    p.add_argument("--image-size", type=arg_positive_int, default=R.image_size,
+                   help="override the backbone's input size")
+    p.add_argument("--cache", default=R.cache, help="feature cache directory")
+    p.add_argument("--batch-size", type=arg_positive_int, default=R.batch_size, help="images per backbone batch")
+    p.add_argument("--limit-train", type=arg_positive_int, default=R.limit_train,
+                   help="use a seeded random subset of the train split")
+    p.add_argument("--limit-test", type=arg_positive_int, default=R.limit_test,
+                   help="use a seeded random subset of the test split")
+    p.add_argument("--workers", type=arg_non_negative_int, default=R.workers, help="data loader worker processes")
 
 
 def _add_lca_args(p, backends: tuple[str, ...] | None = None):
@@ -44,13 +51,27 @@ def _add_lca_args(p, backends: tuple[str, ...] | None = None):
     p.add_argument("--backend", default=LCA_DEFAULTS.backend, choices=choices,
                    help="LCA backend, all exact: auto picks gramian for M <= N, mixed from M >= 16,384 on CPUs "
                         "with native bfloat16, else factored")
-    p.add_argument("--encode-batch", type=arg_positive_int, default=256, help="inputs per LCA batch")
+    p.add_argument("--encode-batch", type=arg_positive_int, default=R.encode_batch, help="inputs per LCA batch")
 
 
 def _add_dict_args(p):
-    p.add_argument("--dictionary-size", type=arg_positive_int, default=None, help="number of exemplars M (default: all)")
-    p.add_argument("--selection", default="random", choices=["random", "balanced"])
-    p.add_argument("--seed", type=arg_non_negative_int, default=0)
+    p.add_argument("--dictionary-size", type=arg_positive_int, default=R.dictionary_size,
+                   help="number of exemplars M (default: all)")
+    p.add_argument("--selection", default=R.selection, choices=SELECTIONS)
+    _add_seed_arg(p)
+
+
+def _add_seed_arg(p):
+    p.add_argument("--seed", type=arg_non_negative_int, default=R.seed, help="exemplar choice, shallow-NN rows, probes")
+
+
+def _add_decoder_args(p):
+    p.add_argument("--shallow-train-size", type=arg_non_negative_int, default=R.shallow_train_size,
+                   help="training codes for the shallow NN (images outside the dictionary first, then "
+                        "leave-one-out coded exemplars); 0 disables it")
+    p.add_argument("--probes", action="store_true", help="also report a cosine k-NN (k=10) and a logistic-"
+                   "regression probe trained on all train features, for comparison")
+    p.add_argument("--no-plots", action="store_true", help="no active-neuron PNG beside the report")
 
 
 def register(sub) -> None:
@@ -61,14 +82,10 @@ def register(sub) -> None:
     cmds.required = True
 
     p = cmds.add_parser("run", help="extract + fit + evaluate in one go", formatter_class=HELP_FMT)
-    add_data_args(p, "digits"); _add_backbone_args(p); _add_dict_args(p); _add_lca_args(p)
+    add_data_args(p, R.dataset); _add_backbone_args(p); _add_dict_args(p); _add_lca_args(p)
     add_device_arg(p); add_json_arg(p, "results/lca-run.json")
-    p.add_argument("--dictionary-out", default=None, help="also save the dictionary here")
-    p.add_argument("--shallow-train-size", type=arg_non_negative_int, default=5000, help="training codes for the "
-                   "shallow NN (images outside the dictionary first, then leave-one-out coded exemplars); 0 disables it")
-    p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--probes", action="store_true", help="also report a cosine k-NN (k=10) and a logistic-"
-                   "regression probe trained on all train features, for comparison")
+    p.add_argument("--dictionary-out", default=R.dictionary_out, help="also save the dictionary here")
+    _add_decoder_args(p)
     p.set_defaults(func=cmd_run)
 
     p = cmds.add_parser("extract", help="extract backbone features into the resumable cache", formatter_class=HELP_FMT)
@@ -84,12 +101,9 @@ def register(sub) -> None:
     p = cmds.add_parser("evaluate", help="decode the test split with a saved dictionary", formatter_class=HELP_FMT)
     add_data_args(p); _add_backbone_args(p); _add_lca_args(p); add_device_arg(p); add_json_arg(p, "results/lca-eval.json")
     p.add_argument("--dictionary", required=True)
-    p.add_argument("--shallow-train-size", type=arg_non_negative_int, default=5000)
     p.add_argument("--allow-test-atoms", action="store_true", help="evaluate even though the dictionary holds "
                    "atoms taken from the evaluated split (the report then says so in its first lines)")
-    p.add_argument("--seed", type=arg_non_negative_int, default=0)
-    p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--probes", action="store_true", help="also report k-NN and logistic-regression probes")
+    _add_seed_arg(p); _add_decoder_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = cmds.add_parser("encode", help="write sparse codes of a feature split (safetensors)", formatter_class=HELP_FMT)
@@ -127,95 +141,55 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_backbones)
 
 
-def _config(args) -> dict:
-    return {k: v for k, v in vars(args).items() if k != "func"}
-
-
-def _extract(args, split):
-    from spikevit.data.features import extract_features
-
-    limit = args.limit_train if split == "train" else args.limit_test
-    return extract_features(args.dataset, args.data_root, split, args.backbone, args.cache, weights=args.weights,
-                            batch_size=args.batch_size, limit=limit, device=args.device,
-                            num_workers=args.workers, image_size=args.image_size, download=args.download,
-                            skip_bad_images=args.skip_bad_images)
-
-
-def _features(args, split):
-    """Features of ``split``: from the cache when complete (a --limit subset cut from a complete full-split
-    extraction: the same seeded rows, no recomputation), else extracted (resuming)."""
-    from spikevit.data.features import cached_features, load_features
-
-    limit = args.limit_train if split == "train" else args.limit_test
-    fs = cached_features(args.cache, args.dataset, args.backbone, split, weights=args.weights, limit=limit,
-                         image_size=args.image_size, incomplete="skip")
-    return fs if fs is not None else load_features(_extract(args, split))
-
-
 def lca_params(args) -> LCAParams:
-    """The :class:`LCAParams` of the ``--lam --tau --steps --signed --threshold --backend`` options."""
+    """The :class:`LCAParams` of the ``--lam --tau --steps --signed --threshold --backend`` options (the defaults
+    where a sub-command has none of them)."""
+    if not hasattr(args, "lam"):
+        return LCA_DEFAULTS
     return LCAParams(lam=args.lam, tau=args.tau, steps=args.steps, rectify=not args.signed,
                      threshold=args.threshold, backend=args.backend)
 
 
+_RUN_FIELDS = tuple(f.name for f in fields(LCARunParams) if f.name != "lca")
+
+
+def run_params(args) -> LCARunParams:
+    """The :class:`LCARunParams` of parsed ``spikevit lca`` options: each option fills the field of its name,
+    the LCA options fill ``lca``; fields a sub-command has no option for keep their defaults."""
+    given = vars(args)
+    return LCARunParams(**{k: given[k] for k in _RUN_FIELDS if k in given}, lca=lca_params(args))
+
+
+def _features(args, split):
+    from spikevit.lca.pipeline import split_features
+    return split_features(run_params(args), split)
+
 
 def cmd_extract(args):
+    from spikevit.lca.pipeline import extract_split
     splits = ["train", "test"] if args.split == "both" else [args.split]
     for split in splits:
-        print(f"{split}: {_extract(args, split)}")
-
-
-def _dictionary_from(args, train):
-    from spikevit.lca.dictionary import Dictionary
-    return Dictionary.from_features(train.features, train.labels, args.dictionary_size, selection=args.selection,
-                                    seed=args.seed, backbone=train.backbone, dataset=args.dataset,
-                                    class_names=train.meta.get("classes", []), split="train", index=train.index)
+        print(f"{split}: {extract_split(run_params(args), split)}")
 
 
 def cmd_fit(args):
-    d = _dictionary_from(args, _features(args, "train"))
+    from spikevit.lca.pipeline import fit_dictionary, split_features
+    params = run_params(args)
+    d = fit_dictionary(params, split_features(params, "train"))
     d.save(args.out)
     print(f"dictionary: {d.size} atoms of dimension {d.feature_dim}, {d.num_classes} classes -> {args.out}")
 
 
-def _evaluate_and_report(args, dictionary, train, test):
-    from spikevit.lca.pipeline import evaluate, write_evaluation
-
-    result = evaluate(dictionary, test, train, **lca_params(args).kwargs(), batch_size=args.encode_batch,
-                      device=args.device, shallow_train_size=args.shallow_train_size, seed=args.seed,
-                      allow_test_atoms=getattr(args, "allow_test_atoms", False))
-    if getattr(args, "probes", False):
-        from spikevit.lca.baselines import knn_probe, logistic_probe
-        from spikevit.runtime import pick_device
-        train = train if train is not None else _features(args, "train")
-        result.probes = {"knn_k10": knn_probe(train, test, device=pick_device(args.device)),
-                         "logistic_regression": logistic_probe(train, test, seed=args.seed)}
-    config = _config(args)
-    if args.backend == "auto":  # record what "auto" resolved to on this machine
-        from spikevit.lca.encode import choose_backend
-        from spikevit.runtime import pick_device
-        config["backend_resolved"] = choose_backend(dictionary.feature_dim, dictionary.size, pick_device(args.device))
-    write_evaluation(result, args.json, command=args.command_line, config=config, plots=not args.no_plots)
-    print(result.summary())
-
-
 def cmd_run(args):
-    train, test = _features(args, "train"), _features(args, "test")
-    d = _dictionary_from(args, train)
-    if args.dictionary_out:
-        d.save(args.dictionary_out)
-    _evaluate_and_report(args, d, train, test)
+    """``lca run`` and ``lca evaluate``: options -> :class:`LCARunParams` -> :func:`spikevit.lca.run` -> files."""
+    from spikevit.lca.pipeline import run, summary, write_report_and_plot
+
+    report = run(run_params(args), command=args.command_line)
+    write_report_and_plot(report, args.json, plots=not args.no_plots)
+    print(summary(report.results))
 
 
-def cmd_evaluate(args):
-    from spikevit.lca.dictionary import Dictionary
-    from spikevit.lca.pipeline import check_evaluation_split
-    d = Dictionary.load(args.dictionary)
-    test = _features(args, "test")
-    d.check_features(test.features, test.backbone)
-    check_evaluation_split(d, test, args.allow_test_atoms)      # before any encoding
-    train = _features(args, "train") if args.shallow_train_size or args.probes else None
-    _evaluate_and_report(args, d, train, test)
+cmd_evaluate = cmd_run
 
 
 def cmd_encode(args):

@@ -1,8 +1,13 @@
-"""Evaluation of an exemplar dictionary on a test split: decoders, sparsity, workload, timings."""
+"""The exemplar-LCA job: features -> dictionary -> codes -> decoders, as a library call.
+
+:func:`run` takes an :class:`~spikevit.lca.params.LCARunParams` (what ``spikevit lca run`` / ``lca evaluate``
+parse into) and returns a :class:`~spikevit.reports.Report`; :func:`evaluate` is its measuring core (decoders,
+sparsity, workload, timings) for a dictionary and feature splits already in memory.
+"""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -13,8 +18,10 @@ from spikevit.errors import SpikevitError
 from spikevit.lca.decoders import ShallowDecoder, class_sums, max_activation
 from spikevit.lca.dictionary import Dictionary
 from spikevit.lca.encode import choose_backend, encode_batches
-from spikevit.reports import pyplot, save_figure, write_report
+from spikevit.lca.params import LCA_DEFAULTS, LCA_RUN_DEFAULTS, LCAParams, LCARunParams
+from spikevit.reports import Report, pyplot, save_figure
 from spikevit.runtime import pick_device, synchronize
+from spikevit.validation import check_input_file, check_output
 
 
 @dataclass
@@ -29,16 +36,28 @@ class Evaluation:
     info: dict = field(default_factory=dict)
     probes: dict = field(default_factory=dict)     # non-spiking baselines on the same features (top-1 %)
 
+    def results(self) -> dict:
+        """The headline numbers a report records (accuracies, M_hat, workload, timings, the info fields)."""
+        return {"accuracy": self.accuracy, "probes": self.probes, "M_hat": self.m_hat,
+                "M_hat_percent": 100 * self.m_hat / self.info["M"], "silent_fraction": self.silent_fraction,
+                "timing_ms_per_sample": self.timing_ms, "workload": self.workload,
+                "active_per_step_mean": self.active_mean, "active_per_step_std": self.active_std, **self.info}
+
     def summary(self) -> str:
-        acc = ", ".join(f"{k} {v:.2f}%" for k, v in self.accuracy.items())
-        t = ", ".join(f"{k} {v:.3g} ms" for k, v in self.timing_ms.items())
-        if self.probes:
-            acc += "; probes: " + ", ".join(f"{k} {v:.2f}%" for k, v in self.probes.items())
-        warn = self.info.get("test_atoms_in_dictionary", 0)
-        head = (f"WARNING: {warn} dictionary atom(s) come from the evaluated {self.info.get('test_split')} split "
-                "(--allow-test-atoms): the accuracy below is not a test accuracy\n") if warn else ""
-        return (f"{head}top-1: {acc}\nM_hat = {self.m_hat:.1f} active neurons/step "
-                f"({100 * self.m_hat / self.info['M']:.3f}% of M = {self.info['M']}); per sample: {t}")
+        return summary(self.results())
+
+
+def summary(results: dict) -> str:
+    """Three lines on an evaluation's results (:meth:`Evaluation.results`, or a report's ``results``)."""
+    acc = ", ".join(f"{k} {v:.2f}%" for k, v in results["accuracy"].items())
+    t = ", ".join(f"{k} {v:.3g} ms" for k, v in results["timing_ms_per_sample"].items())
+    if results.get("probes"):
+        acc += "; probes: " + ", ".join(f"{k} {v:.2f}%" for k, v in results["probes"].items())
+    warn = results.get("test_atoms_in_dictionary", 0)
+    head = (f"WARNING: {warn} dictionary atom(s) come from the evaluated {results.get('test_split')} split "
+            "(--allow-test-atoms): the accuracy below is not a test accuracy\n") if warn else ""
+    return (f"{head}top-1: {acc}\nM_hat = {results['M_hat']:.1f} active neurons/step "
+            f"({results['M_hat_percent']:.3f}% of M = {results['M']}); per sample: {t}")
 
 
 def _shallow_rows(dictionary: Dictionary, train: FeatureSet, count: int, seed: int):
@@ -70,12 +89,15 @@ def check_evaluation_split(dictionary: Dictionary, test: FeatureSet, allow_test_
     return dictionary.check_disjoint(dataset, split, allow=allow_test_atoms)
 
 
-def evaluate(dictionary: Dictionary, test: FeatureSet, train: FeatureSet | None = None, *, lam=2.0, tau=100.0,
-             steps=100, rectify=True, threshold="soft", backend="auto", batch_size=256, device=None,
-             shallow_train_size=5000, seed=0, extra_shallow: dict | None = None,
-             allow_test_atoms: bool = False, shallow_fit: dict | None = None) -> Evaluation:
-    """Encode ``test`` with the dictionary and decode it three ways.
+def evaluate(dictionary: Dictionary, test: FeatureSet, train: FeatureSet | None = None,
+             lca: LCAParams = LCA_DEFAULTS, *, batch_size: int = LCA_RUN_DEFAULTS.encode_batch, device=None,
+             shallow_train_size: int = LCA_RUN_DEFAULTS.shallow_train_size, seed: int = LCA_RUN_DEFAULTS.seed,
+             extra_shallow: dict | None = None, allow_test_atoms: bool = False, shallow_fit: dict | None = None,
+             **lca_changes) -> Evaluation:
+    """Encode ``test`` (features (B, N)) with the dictionary (N, M) and decode it three ways.
 
+    ``lca``: the dynamics; keyword arguments named like its fields (``lam=0.5``) change single settings.
+    ``train``: training features for the shallow NN (``shallow_train_size`` codes; None or 0: no shallow NN).
     ``extra_shallow`` optionally maps accuracy keys to factories
     ``f(num_atoms, num_classes, atom_labels) -> decoder`` (``fit(codes, labels)``
     / ``predict(codes)``), fitted on the same training codes as the shallow NN.
@@ -83,6 +105,8 @@ def evaluate(dictionary: Dictionary, test: FeatureSet, train: FeatureSet | None 
     (then ``info["test_atoms_in_dictionary"]`` counts them).  ``shallow_fit``:
     keyword arguments of :meth:`ShallowDecoder.fit` (e.g. mini-batch training).
     """
+    lca = replace(lca, **lca_changes) if lca_changes else lca
+    steps, backend = lca.steps, lca.backend
     dev = pick_device(device)
     dictionary.check_features(test.features, test.backbone)
     dictionary.check_labels()
@@ -93,7 +117,7 @@ def evaluate(dictionary: Dictionary, test: FeatureSet, train: FeatureSet | None 
     leaked = check_evaluation_split(dictionary, test, allow_test_atoms)
     atoms, atom_labels = dictionary.atoms.to(dev), dictionary.labels.to(dev)
     C = max(dictionary.num_classes, int(test.labels.max()) + 1)
-    kw = dict(lam=lam, tau=tau, steps=steps, rectify=rectify, threshold=threshold, backend=backend)
+    kw = lca.kwargs()
     if (backend if backend != "auto" else choose_backend(*atoms.shape, dev)) == "gramian":
         dtype = torch.promote_types(atoms.dtype, test.features.dtype)
         kw["gram"] = dictionary.gramian().to(dev, dtype)  # kept and extended as atoms are added
@@ -159,41 +183,127 @@ def evaluate(dictionary: Dictionary, test: FeatureSet, train: FeatureSet | None 
     return Evaluation(acc, mean.float(), std.float(), m_hat, silent / n, workload, timing, info)
 
 
-def write_evaluation(ev: Evaluation, json_path, *, command: str, config: dict, plots: bool = True) -> Path:
-    """JSON + markdown + CSV tables, and the Fig. 7-style active-neuron curve as PNG."""
-    json_path = Path(json_path)
-    figures = []
-    if plots:
-        figures.append(str(plot_active_curve(ev, json_path.with_suffix("").with_name(json_path.stem + "-active.png"))))
+def evaluation_report(ev: Evaluation, *, command: str, config: dict) -> Report:
+    """The :class:`Report` of an evaluation: results, the accuracy / workload / timing / active-neuron tables."""
     acc_rows = [{"decoder": k, "top1_%": v} for k, v in ev.accuracy.items()]
     acc_rows += [{"decoder": f"probe: {k}", "top1_%": v} for k, v in ev.probes.items()]
     active_rows = [{"step": k + 1, "active_mean": float(m), "active_std": float(s)}
                    for k, (m, s) in enumerate(zip(ev.active_mean, ev.active_std))]
     timing_rows = [{"stage": k, "ms_per_sample": v} for k, v in ev.timing_ms.items()]
-    results = {"accuracy": ev.accuracy, "probes": ev.probes, "M_hat": ev.m_hat, "M_hat_percent": 100 * ev.m_hat / ev.info["M"],
-               "silent_fraction": ev.silent_fraction, "timing_ms_per_sample": ev.timing_ms,
-               "workload": ev.workload, "active_per_step_mean": ev.active_mean, "active_per_step_std": ev.active_std,
-               **ev.info}
     leaked = ev.info.get("test_atoms_in_dictionary", 0)
     notes = (f"WARNING: {leaked} dictionary atom(s) come from the evaluated split ({ev.info.get('test_split')}); "
              "run with --allow-test-atoms. These accuracies measure memorisation of those images, not "
              "generalisation." if leaked else "")
-    return write_report(json_path, command, config, results,
-                        {"accuracy": acc_rows, "workload": ev.workload, "timing": timing_rows,
-                         "active neurons per step": active_rows},
-                        title="Exemplar LCA decoder" + (" (TEST IMAGES IN THE DICTIONARY)" if leaked else ""),
-                        notes=notes, figures=figures)
+    return Report(command, config, ev.results(),
+                  {"accuracy": acc_rows, "workload": ev.workload, "timing": timing_rows,
+                   "active neurons per step": active_rows},
+                  title="Exemplar LCA decoder" + (" (TEST IMAGES IN THE DICTIONARY)" if leaked else ""), notes=notes)
 
 
-def plot_active_curve(ev: Evaluation, path: Path) -> Path:
+def write_report_and_plot(report: Report, json_path, *, plots: bool = True) -> Path:
+    """Write the report (JSON + markdown + CSV tables) and, with ``plots``, the Fig. 7-style active-neuron curve
+    as ``<stem>-active.png`` beside it."""
+    json_path = Path(json_path)
+    if plots:
+        png = json_path.with_suffix("").with_name(json_path.stem + "-active.png")
+        report.figures = [str(plot_active_curve(report.results, png))]
+    return report.write(json_path)
+
+
+def plot_active_curve(results: dict, path: Path) -> Path:
+    """Mean +- std active neurons per step of an evaluation's ``results`` -> PNG at ``path``."""
     plt = pyplot()
 
-    k = torch.arange(1, len(ev.active_mean) + 1)
+    mean = torch.as_tensor(results["active_per_step_mean"], dtype=torch.float32)
+    std = torch.as_tensor(results["active_per_step_std"], dtype=torch.float32)
+    k = torch.arange(1, len(mean) + 1)
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(k, ev.active_mean, label="mean")
-    ax.fill_between(k, (ev.active_mean - ev.active_std).clamp_min(0), ev.active_mean + ev.active_std, alpha=0.3,
-                    label="± 1 std")
+    ax.plot(k, mean, label="mean")
+    ax.fill_between(k, (mean - std).clamp_min(0), mean + std, alpha=0.3, label="± 1 std")
     ax.set_xlabel("time step k"); ax.set_ylabel("active neurons")
-    ax.set_title(f"Active neurons per step (M = {ev.info['M']}, M̂ = {ev.m_hat:.1f})")
+    ax.set_title(f"Active neurons per step (M = {results['M']}, M̂ = {results['M_hat']:.1f})")
     ax.legend()
     return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- the whole job
+
+
+def extract_split(params: LCARunParams, split: str) -> Path:
+    """Extract (resuming) the backbone features of ``split`` into the cache; return the split's folder."""
+    from spikevit.data.features import extract_features
+
+    limit = params.limit_train if split == "train" else params.limit_test
+    return extract_features(params.dataset, params.data_root, split, params.backbone, params.cache,
+                            weights=params.weights, batch_size=params.batch_size, limit=limit, device=params.device,
+                            num_workers=params.workers, image_size=params.image_size, download=params.download,
+                            skip_bad_images=params.skip_bad_images)
+
+
+def split_features(params: LCARunParams, split: str) -> FeatureSet:
+    """Features of ``split``: from the cache when complete (a ``limit`` subset cut from a complete full-split
+    extraction: the same seeded rows, no recomputation), else extracted (resuming)."""
+    from spikevit.data.features import cached_features, load_features
+
+    limit = params.limit_train if split == "train" else params.limit_test
+    fs = cached_features(params.cache, params.dataset, params.backbone, split, weights=params.weights, limit=limit,
+                         image_size=params.image_size, incomplete="skip")
+    return fs if fs is not None else load_features(extract_split(params, split))
+
+
+def fit_dictionary(params: LCARunParams, train: FeatureSet) -> Dictionary:
+    """The exemplar dictionary of ``params`` (size, selection, seed) from the training features."""
+    return Dictionary.from_features(train.features, train.labels, params.dictionary_size,
+                                    selection=params.selection, seed=params.seed, backbone=train.backbone,
+                                    dataset=params.dataset, class_names=train.meta.get("classes", []),
+                                    split="train", index=train.index)
+
+
+def run(params: LCARunParams = LCA_RUN_DEFAULTS, *, command: str | None = None) -> Report:
+    """Run one exemplar-LCA job and return its report (nothing is written unless ``params.dictionary_out``).
+
+    Without ``params.dictionary``: features of both splits (cached or extracted), a dictionary fitted on the
+    train split, the test split encoded and decoded (``spikevit lca run``).  With it: that saved dictionary is
+    checked against the test features and its provenance (a split that gave atoms is refused unless
+    ``allow_test_atoms``) before anything is encoded (``spikevit lca evaluate``).  ``command``: the command
+    line recorded in the report (default: the ``spikevit lca`` command equivalent to ``params``).
+    """
+    if params.dictionary is not None:
+        dictionary = Dictionary.load(check_input_file(params.dictionary, "dictionary"))
+        test = split_features(params, "test")
+        dictionary.check_features(test.features, test.backbone)
+        check_evaluation_split(dictionary, test, params.allow_test_atoms)      # before any encoding
+        train = split_features(params, "train") if params.shallow_train_size or params.probes else None
+    else:
+        check_output(params.dictionary_out, "dictionary_out")
+        train, test = split_features(params, "train"), split_features(params, "test")
+        dictionary = fit_dictionary(params, train)
+        if params.dictionary_out is not None:
+            dictionary.save(params.dictionary_out)
+    ev = evaluate(dictionary, test, train, params.lca, batch_size=params.encode_batch, device=params.device,
+                  shallow_train_size=params.shallow_train_size, seed=params.seed,
+                  allow_test_atoms=params.allow_test_atoms)
+    if params.probes:
+        from spikevit.lca.baselines import knn_probe, logistic_probe
+        ev.probes = {"knn_k10": knn_probe(train, test, device=pick_device(params.device)),
+                     "logistic_regression": logistic_probe(train, test, seed=params.seed)}
+    config = params.config()
+    if params.lca.backend == "auto":  # record what "auto" resolved to on this machine
+        config["backend_resolved"] = choose_backend(dictionary.feature_dim, dictionary.size, pick_device(params.device))
+    return evaluation_report(ev, command=command or command_line(params), config=config)
+
+
+def command_line(params: LCARunParams) -> str:
+    """The ``spikevit lca run`` (or, with a saved dictionary, ``lca evaluate``) command equivalent to ``params``:
+    ``--dataset`` and every setting that differs from its default."""
+    import shlex
+
+    words = ["spikevit", "lca", "evaluate" if params.dictionary is not None else "run", "--dataset", params.dataset]
+    changed = {f.name: getattr(params, f.name) for f in fields(params)
+               if f.name not in ("dataset", "lca") and getattr(params, f.name) != getattr(LCA_RUN_DEFAULTS, f.name)}
+    changed |= {f: v for f, v in params.lca.kwargs().items() if f != "rectify" and v != getattr(LCA_DEFAULTS, f)}
+    for name, value in changed.items():
+        words += ["--" + name.replace("_", "-")] + ([] if value is True else [str(value)])
+    if params.lca.rectify != LCA_DEFAULTS.rectify:
+        words.append("--signed")
+    return shlex.join(words)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from spikevit.errors import SpikevitError
+from spikevit.lca.params import LCA_DEFAULTS, LCAParams
 from spikevit.lca.pipeline import evaluate
 from spikevit.reproduce.common import Context, exemplar_dictionary, Partial, features, pyplot, report, save_figure
 
@@ -28,9 +29,9 @@ PARAMS = {
     "shallow_train": "all",         # shallow NN training codes where the paper reports it: "all" = every training
                                     # image, mini-batch Adam (the paper); an integer = that many codes, L-BFGS; "0" skips
     "shallow_epochs": 20, "shallow_batch": 256, "shallow_lr": 1e-3,
-    "lam": 2.0, "tau": 100.0, "steps": 100,
+    "lam": LCA_DEFAULTS.lam, "tau": LCA_DEFAULTS.tau, "steps": LCA_DEFAULTS.steps,
     "batch": 250,
-    "backend": "auto",
+    "backend": LCA_DEFAULTS.backend,
     "download": False,              # let torchvision download CIFAR-10/100 into --data-root
     "workers": 0,                   # data-loader processes for feature extraction (e.g. 8 on a GPU box)
     "extract_batch": 64,            # images per backbone batch
@@ -106,8 +107,8 @@ def run_row(ctx: Context, p: dict, dataset: str, backbone: str, paper: dict, pap
     total = train.features.shape[0]
     d = exemplar_dictionary(train, m, p["seed"], dataset)
     shallow, fit = shallow_setting(p["shallow_train"], total) if "shallow" in paper else (0, None)
-    ev = evaluate(d, test, train if shallow else None, lam=p["lam"], tau=p["tau"], steps=p["steps"],
-                  batch_size=p["batch"], backend=p["backend"], device=ctx.device, shallow_train_size=shallow,
+    ev = evaluate(d, test, train if shallow else None, LCAParams.from_mapping(p),
+                  batch_size=p["batch"], device=ctx.device, shallow_train_size=shallow,
                   seed=p["seed"], shallow_fit=fit and fit | {"epochs": p["shallow_epochs"],
                                                              "batch_size": p["shallow_batch"], "lr": p["shallow_lr"],
                                                              "seed": p["seed"]})

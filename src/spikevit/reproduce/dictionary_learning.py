@@ -28,6 +28,7 @@ from spikevit.data.datasets import dataset_spec
 from spikevit.errors import require
 from spikevit.lca import Dictionary, encode_batches
 from spikevit.lca.learning import learn_dictionary, label_atoms
+from spikevit.lca.params import LCA_DEFAULTS, LCAParams
 from spikevit.lca.pipeline import evaluate
 from spikevit.reproduce import reconstruction as rec
 from spikevit.reproduce.common import Context, Partial, features, pyplot, report, save_figure
@@ -44,9 +45,9 @@ PARAMS = {
     "recon_lam": rec.PARAMS["lam"], "recon_tau": rec.PARAMS["tau"], "recon_steps": rec.PARAMS["steps"],
     "test_images": 2000,             # test images for classification
     "shallow_train_size": 2000,
-    "lam": 2.0, "tau": 100.0, "steps": 100,
+    "lam": LCA_DEFAULTS.lam, "tau": LCA_DEFAULTS.tau, "steps": LCA_DEFAULTS.steps,
     "batch": 250,
-    "backend": "auto",
+    "backend": LCA_DEFAULTS.backend,
     "seed": 0,
 }
 QUICK = {"epochs": 3, "recon_images": 20, "recon_steps": rec.QUICK["steps"], "test_images": 1000,
@@ -160,22 +161,20 @@ def run(ctx: Context, p: dict):
 
     acc_rows = partial.get("classification")
     if acc_rows is None:
-        kw = dict(lam=p["lam"], tau=p["tau"], steps=p["steps"], batch_size=p["batch"], backend=p["backend"],
-                  device=ctx.device,
-                  shallow_train_size=p["shallow_train_size"], seed=p["seed"])
-        ev_ex = evaluate(exemplar, test, train, **kw)
+        lca = LCAParams.from_mapping(p)
+        kw = dict(batch_size=p["batch"], device=ctx.device, shallow_train_size=p["shallow_train_size"], seed=p["seed"])
+        ev_ex = evaluate(exemplar, test, train, lca, **kw)
         # label the learned atoms from the codes of training images outside the learning set's dictionary role
         label_rows = torch.randperm(train.features.shape[0], generator=gen)[:p["shallow_train_size"] or 1000]
         codes = torch.cat([o.codes for _, o in encode_batches(learned.atoms, train.features[label_rows],
-                                                               batch_size=p["batch"], lam=p["lam"], tau=p["tau"],
-                                                               steps=p["steps"], backend=p["backend"],
-                                                               show_progress=False)])
+                                                               batch_size=p["batch"], show_progress=False,
+                                                               **lca.kwargs())])
         labels = label_atoms(codes, train.labels[label_rows], exemplar.num_classes, learned.atoms,
                              train.features[label_rows])
         d_learned = Dictionary(learned.atoms, labels, torch.full((m,), -1, dtype=torch.long),
                                {"backbone": "pixels", "dataset": p["dataset"], "num_classes": exemplar.num_classes,
                                 "split": "train"})                # learned from training images only
-        ev_le = evaluate(d_learned, test, train, **kw)
+        ev_le = evaluate(d_learned, test, train, lca, **kw)
         acc_rows = [{"dictionary": name, "M": d.size, **ev.accuracy, "M_hat": ev.m_hat,
                      "silent_%": 100 * ev.silent_fraction, "atoms_never_used_by_label_codes_%":
                      100 * float((codes.abs().sum(0) == 0).double().mean()) if name == "learned" else 0.0}

@@ -15,6 +15,7 @@ import torch
 
 from spikevit.energy import lca_workload
 from spikevit.errors import require
+from spikevit.lca.params import LCA_DEFAULTS, LCAParams
 from spikevit.lca.pipeline import evaluate
 from spikevit.reproduce.common import Context, exemplar_dictionary, Partial, features, pyplot, report, save_figure
 
@@ -27,9 +28,11 @@ PARAMS = {
     "taus": "10,30,100,300",
     "steps": "10,30,100",
     "batch": 250,
-    "backend": "auto",
+    "backend": LCA_DEFAULTS.backend,
     "seed": 0,
 }
+# PARAMS settings that differ from spikevit.lca.LCA_DEFAULTS on purpose (the tests hold every other one to them)
+DIFFERS_FROM_LCA_DEFAULTS = {"steps": "a grid of K values (with lams and taus), not one setting"}
 QUICK = {"test_images": 300, "M": 3000, "lams": "0.1,0.3,1,2,4", "taus": "10,30,100", "steps": "10,100"}
 
 PAPER = {"defaults": {"lam": 2, "tau": 100, "K": 100},
@@ -88,8 +91,8 @@ def run(ctx: Context, p: dict):
                 key = f"{lam}/{tau}/{k}"
                 row = partial.get(key)
                 if row is None:
-                    ev = evaluate(d, test, None, lam=lam, tau=tau, steps=k, batch_size=p["batch"],
-                                  backend=p["backend"], device=ctx.device, shallow_train_size=0, seed=p["seed"])
+                    ev = evaluate(d, test, None, LCAParams(lam=lam, tau=tau, steps=k, backend=p["backend"]),
+                                  batch_size=p["batch"], device=ctx.device, shallow_train_size=0, seed=p["seed"])
                     w = lca_workload(d.size, d.feature_dim, k, ev.m_hat)
                     row = {"lam": lam, "tau": tau, "K": k, **ev.accuracy, "M_hat": ev.m_hat,
                            "M_hat_%": 100 * ev.m_hat / d.size, "silent_%": 100 * ev.silent_fraction,
@@ -97,7 +100,8 @@ def run(ctx: Context, p: dict):
                     partial.put(key, row)
                 rows.append(row)
     best = {k: max((r for r in rows if r["K"] == k), key=lambda r: r["max_sum"]) for k in ks}
-    default = next((r for r in rows if (r["lam"], r["tau"], r["K"]) == (2.0, 100.0, 100)), None)
+    defaults = (LCA_DEFAULTS.lam, LCA_DEFAULTS.tau, LCA_DEFAULTS.steps)
+    default = next((r for r in rows if (r["lam"], r["tau"], r["K"]) == defaults), None)
     k_lo, k_hi = ks[0], ks[-1]
     saving = None
     if k_lo != k_hi:

@@ -33,6 +33,7 @@ from spikevit.errors import SpikevitError
 from spikevit.lca.decoders import class_sums, max_activation
 from spikevit.lca.dictionary import Dictionary
 from spikevit.lca.encode import encode_batches
+from spikevit.lca.params import LCA_DEFAULTS, LCAParams
 from spikevit.reproduce.common import Context, Partial, features, pyplot, report, save_figure
 
 BACKBONES = {"mnist": "pixels", "cifar10": "efficientnet_lite0", "digits": "pixels"}
@@ -43,7 +44,7 @@ PARAMS = {
     "test_images": "mnist=2000,cifar10=1000",  # per dataset: a seeded subset of the test split (others: all)
     "start_classes": 2,                      # classes in the first dictionary
     "per_class": 300,                        # exemplars per class
-    "lam": 2.0, "tau": 100.0, "steps": 100,
+    "lam": LCA_DEFAULTS.lam, "tau": LCA_DEFAULTS.tau, "steps": LCA_DEFAULTS.steps,
     "backend": "factored",                   # one deterministic backend for both dictionaries
     "batch": 250,
     "chunk": 100,                            # atoms per timed addition
@@ -82,9 +83,8 @@ def class_exemplars(labels: torch.Tensor, classes: int, per_class: int, seed: in
 
 
 def _codes(d: Dictionary, x: torch.Tensor, p: dict) -> torch.Tensor:
-    return torch.cat([o.codes for _, o in encode_batches(d.atoms, x, batch_size=p["batch"], lam=p["lam"],
-                                                          tau=p["tau"], steps=p["steps"], backend=p["backend"],
-                                                          show_progress=False)])
+    return torch.cat([o.codes for _, o in encode_batches(d.atoms, x, batch_size=p["batch"], show_progress=False,
+                                                          **LCAParams.from_mapping(p).kwargs())])
 
 
 def accuracy_steps(train: FeatureSet, test: FeatureSet, dataset: str, p: dict) -> list[dict]:

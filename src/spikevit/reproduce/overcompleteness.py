@@ -27,6 +27,7 @@ from torch import nn
 
 from spikevit.errors import require
 from spikevit.lca.decoders import ShallowDecoder
+from spikevit.lca.params import LCA_DEFAULTS, LCAParams
 from spikevit.lca.pipeline import evaluate
 from spikevit.reproduce.common import Context, exemplar_dictionary, Partial, features, pyplot, report, save_figure
 
@@ -36,9 +37,9 @@ PARAMS = {
     "sizes": "784,1568,3136,6272,12544,25088,60000",
     "test_images": 10000,
     "shallow_train_size": 5000,
-    "lam": 2.0, "tau": 100.0, "steps": 100,
+    "lam": LCA_DEFAULTS.lam, "tau": LCA_DEFAULTS.tau, "steps": LCA_DEFAULTS.steps,
     "batch": 250,
-    "backend": "auto",            # LCA backend (spikevit.lca.encode)
+    "backend": LCA_DEFAULTS.backend,  # LCA backend (spikevit.lca.encode)
     "shallow_prior": True,        # also fit the shallow NN with the exemplar-label prior (column shallow_prior)
     "seed": 0,
 }
@@ -137,9 +138,7 @@ def run(ctx: Context, p: dict):
         done = partial.get(str(size))
         if done is None:
             d = exemplar_dictionary(train, size, p["seed"], p["dataset"], shrink=True)
-            ev = evaluate(d, test, train, lam=p["lam"], tau=p["tau"], steps=p["steps"], batch_size=p["batch"],
-                          backend=p["backend"],
-                          device=ctx.device, shallow_train_size=p["shallow_train_size"], seed=p["seed"],
+            ev = evaluate(d, test, train, LCAParams.from_mapping(p), batch_size=p["batch"], device=ctx.device, shallow_train_size=p["shallow_train_size"], seed=p["seed"],
                           extra_shallow={"shallow_prior": prior_shallow} if p["shallow_prior"] else None)
             done = {"row": {"M": d.size, "M_over_N": d.size / n, **ev.accuracy, "M_hat": ev.m_hat,
                             "M_hat_%": 100 * ev.m_hat / d.size, "silent_%": 100 * ev.silent_fraction,

@@ -37,6 +37,7 @@ from spikevit.data.datasets import dataset_spec, load_dataset
 from spikevit.data.features import FeatureSet, subset
 from spikevit.errors import SpikevitError
 from spikevit.lca.dictionary import Dictionary
+from spikevit.lca.params import LCA_DEFAULTS, LCAParams
 from spikevit.lca.pipeline import evaluate
 from spikevit.reproduce.common import (
     Context,
@@ -70,8 +71,9 @@ READINGS: dict[str, tuple[str, dict]] = {
     "first-50000": ("M = the first 50,000 training images (the authors' script default --dictionary_num 50000, "
                     "which their interactive runner does not change for MNIST)", {"selection": "first", "M": 50000}),
 }
-BASE = {"selection": "random", "pixels": "normalised", "atoms": "unit", "lam": 2.0, "tau": 100.0, "steps": 100,
-        "rectify": True}
+BASE = {"selection": "random", "pixels": "normalised", "atoms": "unit", "lam": LCA_DEFAULTS.lam,
+        "tau": LCA_DEFAULTS.tau, "steps": LCA_DEFAULTS.steps, "rectify": LCA_DEFAULTS.rectify}
+# the readings lam-1 / lam-4, tau-10, K-300 and signed differ from the LCA defaults on purpose (one change each)
 
 PARAMS = {
     "readings": "all",          # comma list of READINGS names, or "all"
@@ -79,7 +81,7 @@ PARAMS = {
     "test_images": 0,           # 0 = the whole test split
     "shallow_train": 5000,      # L-BFGS shallow NN on this many training codes (0: skip)
     "batch": 250,
-    "backend": "auto",
+    "backend": LCA_DEFAULTS.backend,
     "seed": 0,
 }
 QUICK = {"test_images": 1000, "shallow_train": 1000, "readings": "baseline,first-M,tau-10,pixels-01"}
@@ -131,9 +133,8 @@ def run_reading(ctx: Context, p: dict, name: str, train: FeatureSet, test: Featu
     elif setting["pixels"] == "on-off":
         train, test = on_off(train), on_off(test)
     d = reading_dictionary(train, setting, setting.get("M", p["M"]), p["seed"], order)
-    ev = evaluate(d, test, train if p["shallow_train"] else None, lam=setting["lam"], tau=setting["tau"],
-                  steps=setting["steps"], rectify=setting["rectify"], batch_size=p["batch"], backend=p["backend"],
-                  device=ctx.device, shallow_train_size=p["shallow_train"], seed=p["seed"])
+    ev = evaluate(d, test, train if p["shallow_train"] else None, LCAParams.from_mapping(setting, backend=p["backend"]),
+                  batch_size=p["batch"], device=ctx.device, shallow_train_size=p["shallow_train"], seed=p["seed"])
     row = {"reading": name, "changes": READINGS[name][0], "N": d.feature_dim, "M": d.size}
     for key in ("max_activation", "max_sum", "shallow"):
         if key in ev.accuracy:

@@ -37,7 +37,7 @@ import torch
 
 from spikevit.data.datasets import dataset_spec
 from spikevit.errors import SpikevitError, require
-from spikevit.lca import encode_trace, select_exemplars
+from spikevit.lca import LCA_DEFAULTS, LCAParams, encode_trace, select_exemplars
 from spikevit.reproduce.common import Context, pixel_images, pyplot, report, save_figure, split_targets
 from spikevit.runtime import pick_device
 
@@ -46,7 +46,7 @@ PARAMS = {
     "atoms_per_dim": 2.0,        # M = 2 N (D-SELD's MNIST dictionary is 28*28*2)
     "images": 100,               # test images per dataset (class-balanced)
     "lam": 1.0,                  # threshold, in units of the normalised pixels (0.5 diverges on CIFAR-10)
-    "tau": 100.0,                # the papers' tau
+    "tau": LCA_DEFAULTS.tau,     # the papers' tau
     "steps": 1000,               # K_max: steps run (convergence is judged on the whole trajectory)
     "window": 10,                # convergence rule: window of steps ...
     "rel_tol": 1e-4,             # ... and tolerance relative to E[0] = 1/2 ||S||^2
@@ -57,6 +57,10 @@ PARAMS = {
     "batch": 50,                 # images per LCA call
     "seed": 0,
 }
+# PARAMS settings that differ from spikevit.lca.LCA_DEFAULTS on purpose (the tests hold every other one to them)
+DIFFERS_FROM_LCA_DEFAULTS = {"lam": "a reconstruction threshold in units of the normalised pixels (the paper states "
+                                    "none; 0.5 diverges on CIFAR-10)",
+                             "steps": "K_max: convergence is judged on the whole trajectory"}
 QUICK = {"images": 50, "steps": 600}
 
 PAPER = {"random": {"MSE": 675.3, "PSNR_dB": 19.84, "SSIM": 0.75, "iterations": 40},
@@ -177,8 +181,8 @@ def _code(phi, S, p, device=None):
     """LCA with energy trace in batches -> codes (B, M), energy/residual/l1 (K, B), active (K, B) (on the CPU)."""
     dev = pick_device(device)
     phi = phi.to(dev)
-    parts = [encode_trace(phi, S[i:i + p["batch"]].to(dev), lam=p["lam"], tau=p["tau"], steps=p["steps"],
-                          rectify=False, backend=p["backend"], trace="energy")
+    lca = LCAParams.from_mapping(p, rectify=False)                      # signed soft threshold (D-SELD Eq. 6)
+    parts = [encode_trace(phi, S[i:i + p["batch"]].to(dev), trace="energy", **lca.kwargs())
              for i in range(0, S.shape[0], p["batch"])]
     cat = lambda name, dim: torch.cat([getattr(t, name).cpu() for t in parts], dim)  # noqa: E731
     return (cat("codes", 0), cat("energy", 1), cat("residual", 1), cat("sparsity", 1), cat("active", 1))

@@ -13,6 +13,7 @@ import torch
 
 from spikevit.lca import encode_batches
 from spikevit.lca.decoders import class_sums, max_activation
+from spikevit.lca.params import LCA_DEFAULTS, LCAParams
 from spikevit.reproduce.common import Context, exemplar_dictionary, features, pyplot, report, save_figure
 from spikevit.runtime import pick_device
 
@@ -21,9 +22,9 @@ PARAMS = {
     "backbone": "efficientnet_lite0",
     "M": 50000,
     "test_images": 10000,
-    "lam": 2.0, "tau": 100.0, "steps": 100,
+    "lam": LCA_DEFAULTS.lam, "tau": LCA_DEFAULTS.tau, "steps": LCA_DEFAULTS.steps,
     "batch": 100,
-    "backend": "auto",
+    "backend": LCA_DEFAULTS.backend,
     "seed": 0,
 }
 QUICK = {"test_images": 300}
@@ -71,9 +72,8 @@ def run(ctx: Context, p: dict):
     del train
     C = max(d.num_classes, int(test.labels.max()) + 1)
     parts, preds = [], {"max_activation": [], "max_sum": []}
-    for _, out in encode_batches(d.atoms, test.features, batch_size=p["batch"], trace="active", lam=p["lam"],
-                                 tau=p["tau"], steps=p["steps"], backend=p["backend"],
-                                 device=pick_device(ctx.device)):
+    for _, out in encode_batches(d.atoms, test.features, batch_size=p["batch"], trace="active",
+                                 device=pick_device(ctx.device), **LCAParams.from_mapping(p).kwargs()):
         parts.append(out.active.cpu())
         preds["max_activation"].append(max_activation(out.codes, d.labels.to(out.codes.device)).cpu())
         preds["max_sum"].append(class_sums(out.codes, d.labels.to(out.codes.device), C).argmax(1).cpu())

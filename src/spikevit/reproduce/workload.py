@@ -17,6 +17,7 @@ from spikevit.backbones import BACKBONES
 from spikevit.energy import get_energy_model, lca_workload
 from spikevit.errors import SpikevitError
 from spikevit.lca import Dictionary
+from spikevit.lca.params import LCA_DEFAULTS, LCAParams
 from spikevit.lca.pipeline import evaluate
 from spikevit.reproduce.common import Context, features, pyplot, report, save_figure
 
@@ -25,9 +26,9 @@ PARAMS = {
     "M_hat": 200.0,              # the papers' assumption (0.4% of 50K)
     "measure": "mnist:pixels,cifar10:efficientnet_lite0",   # dataset:backbone pairs measured ("" for none)
     "test_images": 1000,         # test images for the measured M_hat
-    "lam": 2.0, "tau": 100.0,
+    "lam": LCA_DEFAULTS.lam, "tau": LCA_DEFAULTS.tau,   # K: both of the papers' 100 and 10
     "batch": 100,
-    "backend": "auto",
+    "backend": LCA_DEFAULTS.backend,
     "seed": 0,
 }
 QUICK = {"test_images": 100}
@@ -117,8 +118,7 @@ def measured_rows(ctx: Context, p: dict) -> tuple[list[dict], list[str]]:
                                      dataset=dataset, index=train.index)
         del train
         for k in (100, 10):
-            ev = evaluate(d, test, None, lam=p["lam"], tau=p["tau"], steps=k, batch_size=p["batch"],
-                          backend=p["backend"], device=ctx.device, shallow_train_size=0, seed=p["seed"])
+            ev = evaluate(d, test, None, LCAParams.from_mapping(p, steps=k), batch_size=p["batch"], device=ctx.device, shallow_train_size=0, seed=p["seed"])
             w = lca_workload(d.size, d.feature_dim, k, ev.m_hat)
             assumed = lca_workload(d.size, d.feature_dim, k, p["M_hat"])
             dense = lca_workload(d.size, d.feature_dim, k, None)
