@@ -11,11 +11,12 @@ from spikevit.conversion import convert
 from spikevit.conversion.qcfs import (
     ann_state_dict,
     finetune,
-    learned_thresholds,
-    load_thresholds,
+    load_neurons,
+    neuron_state,
     quantisation_aware,
-    save_thresholds,
+    save_neurons,
     spiking_model,
+    thresholds_of,
 )
 from spikevit.errors import SpikevitError
 from spikevit.functional.coding import if_rate_simulate, qcfs_counts, qcfs_quantise
@@ -130,7 +131,7 @@ def test_finetuned_quantisation_aware_model_converts_without_loss(spiking):
     before = {k: v.clone() for k, v in ann.state_dict().items()}
     x, y = _data()
     qat = quantisation_aware(ann, 4, spiking=spiking, calibration=x[:16])
-    init = learned_thresholds(qat)
+    init = thresholds_of(neuron_state(qat))
     opt = torch.optim.AdamW(qat.parameters(), lr=1e-2)
     qat.train()
     for _ in range(3):
@@ -139,7 +140,8 @@ def test_finetuned_quantisation_aware_model_converts_without_loss(spiking):
         loss.backward()
         opt.step()
     qat.eval()
-    learned = learned_thresholds(qat)
+    state = neuron_state(qat)
+    learned = thresholds_of(state)
     assert set(learned) == set(init) and any(not torch.equal(learned[k], init[k]) for k in init)
     snn = convert(qat, 4, spiking=spiking, coding="rate")
     assert not any(isinstance(m, StraightThrough) for m in snn.modules())
@@ -150,10 +152,10 @@ def test_finetuned_quantisation_aware_model_converts_without_loss(spiking):
         plain = convert(ann, 4, spiking=spiking, coding="rate", calibration=x[:16])(xt)
     assert _cosine(ref, got) > 0.9999 and float((ref - got).abs().max()) < 1e-4
     assert float((ref - plain).abs().max()) > 1e-3          # the fine-tuning changed the model
-    # the same spiking model from the plain architecture + fine-tuned weights + learned thresholds
+    # the same spiking model from the plain architecture + fine-tuned weights + the neurons' parameters
     ann2 = create_model("vit-cifar-micro")
     ann2.load_state_dict(ann_state_dict(qat))
-    snn2 = convert(ann2.eval(), 4, spiking=spiking, coding="rate", thresholds=learned)
+    snn2 = convert(ann2.eval(), 4, spiking=spiking, coding="rate", neurons=state)
     with torch.no_grad():
         got2 = snn2(xt)
     assert float((got2 - got).abs().max()) < 1e-5
@@ -166,15 +168,23 @@ def test_thresholds_file_round_trip_and_partial_blocks(tmp_path):
     ann = create_model("vit-cifar-micro").eval()
     x, _ = _data(16)
     qat = quantisation_aware(ann, 4, spiking="all", calibration=x)
-    path = save_thresholds(tmp_path / "t.safetensors", learned_thresholds(qat), {"steps": 4})
-    thr, info = load_thresholds(path)
-    assert info == {"steps": 4} and set(thr) == set(learned_thresholds(qat))
-    # converting only block 0 ignores block 1's thresholds, and needs no calibration
-    one = convert(ann, 4, spiking="all", coding="rate", blocks=1, thresholds=thr)
+    path = save_neurons(tmp_path / "t.safetensors", neuron_state(qat), {"steps": 4})
+    state, info = load_neurons(path)
+    assert info == {"steps": 4} and set(state) == set(neuron_state(qat))
+    assert any(k.endswith(".domain") for k in state) and any(k.endswith(".theta") for k in state)
+    # converting only block 0 ignores block 1's neurons, and needs no calibration
+    one = convert(ann, 4, spiking="all", coding="rate", blocks=1, neurons=state)
     assert one.sit_conversion["blocks"] == [0]
+    seen = 0
     for name, m in one.named_modules():
         if isinstance(m, SpikeEncoder):
-            torch.testing.assert_close(m.theta, thr[name])
+            torch.testing.assert_close(m.theta, state[f"{name}.theta"])
+            seen += 1
+        elif isinstance(m, FewSpikeActivation):
+            torch.testing.assert_close(m.d, state[f"{name}.d"])
+            seen += 1
+    assert seen == 8               # block 0: encoders q, k, v, qkv, proj, fc1, fc2 and its GELU
+
 
 
 def test_finetune_with_the_trainer_learns_thresholds_faster():
@@ -185,11 +195,11 @@ def test_finetune_with_the_trainer_learns_thresholds_faster():
     x, y = _data(32)
     ds = torch.utils.data.TensorDataset(x, y)
     qat = quantisation_aware(ann, 4, spiking="all", calibration=x[:16])
-    init = learned_thresholds(qat)
+    init = thresholds_of(neuron_state(qat))
     res = finetune(qat, ds, ds, TrainConfig(epochs=1, batch_size=16, lr=1e-3, min_lr=1e-3, device="cpu"),
                    theta_lr_scale=10.0)
     assert res.history and 0.0 <= res.final["acc1"] <= 100.0
-    moved = max(float((learned_thresholds(qat)[k] - init[k]).abs().max()) for k in init)
+    moved = max(float((thresholds_of(neuron_state(qat))[k] - init[k]).abs().max()) for k in init)
     assert 5e-3 < moved < 0.05       # Adam moves each theta by at most ~lr x 10 per step (2 steps)
 
 
@@ -213,14 +223,19 @@ def test_bad_input_is_a_clear_error(tmp_path):
         convert(qat, 4, spiking="attention")
     with pytest.raises(SpikevitError, match="not a quantisation-aware model"):
         spiking_model(ann)
-    thr = learned_thresholds(qat)
-    key = sorted(thr)[0]
+    state = neuron_state(qat)
+    key = sorted(k for k in state if k.endswith(".theta"))[0]
     with pytest.raises(SpikevitError, match="NaN"):
-        convert(ann, 4, spiking="all", thresholds={**thr, key: torch.full_like(thr[key], float("nan"))})
-    with pytest.raises(SpikevitError, match="no such spike encoder"):
-        convert(ann, 4, spiking="all", thresholds={**thr, "blocks.0.nowhere.encoder": thr[key]})
+        convert(ann, 4, spiking="all", neurons={**state, key: torch.full_like(state[key], float("nan"))})
+    with pytest.raises(SpikevitError, match="> 0"):
+        convert(ann, 4, spiking="all", neurons={**state, key: -state[key]})
+    with pytest.raises(SpikevitError, match="no such spiking neuron"):
+        convert(ann, 4, spiking="all", neurons={**state, "blocks.0.nowhere.encoder.theta": state[key]})
     with pytest.raises(SpikevitError, match="no thresholds for"):
-        convert(ann, 4, spiking="all", thresholds={key: thr[key]})
+        convert(ann, 4, spiking="all", neurons={key: state[key]})
+    act = next(k for k in state if k.endswith(".domain"))[: -len(".domain")]
+    with pytest.raises(SpikevitError, match="needs all of"):
+        convert(ann, 4, spiking="all", neurons={k: v for k, v in state.items() if k != f"{act}.h"})
     (tmp_path / "x.safetensors").write_bytes(b"not a file")
     with pytest.raises(SpikevitError):
-        load_thresholds(tmp_path / "x.safetensors")
+        load_neurons(tmp_path / "x.safetensors")

@@ -24,7 +24,7 @@ Pipeline (fixed), with pluggable attention recipes:
 5. at ``"all"``: every ``nn.Linear`` / ``nn.Conv1d-3d`` of the converted blocks -> :class:`SpikingLinear` /
    :class:`SpikingConv` (input coded by its own encoder, or the spikes of a few-spike activation).
 6. **calibrate** (:func:`calibrate`): run the calibration inputs, set every encoder's per-channel thresholds
-   (those not given by ``thresholds=``, e.g. learned by quantisation-aware fine-tuning).
+   (those not given by ``neurons=``, e.g. learned by quantisation-aware fine-tuning).
 
 A model made by :func:`spikevit.conversion.quantisation_aware` (and fine-tuned) is converted by freezing its
 learned thresholds (:func:`spikevit.conversion.qcfs.spiking_model`): the result computes what it computed.
@@ -387,7 +387,7 @@ def convert(model: nn.Module, steps: int = 12, *, spiking: str = "softmax", cali
             blocks: int | Iterable[int] | None = None, squeeze: str | None = None,
             activations: str | Iterable[str] | None = (), activation_steps: int | None = None,
             norm_steps: int | None = None, inplace: bool = False, softmax_params: dict | None = None,
-            thresholds: Mapping[str, torch.Tensor] | None = None, activation_fit: str = "range") -> nn.Module:
+            neurons: Mapping[str, torch.Tensor] | None = None, activation_fit: str = "range") -> nn.Module:
     """SIT-convert ``model``: the selected attention blocks compute with spiking neurons.
 
     Args:
@@ -425,10 +425,12 @@ def convert(model: nn.Module, steps: int = 12, *, spiking: str = "softmax", cali
             least squares on them), ``"polish"`` (also a short gradient fit of its thresholds; seconds per
             layer) or ``"shipped"`` (the shipped fit, on its fixed domain); see
             :func:`spikevit.conversion.fitting.fit_activations`.
-        thresholds: per-channel thresholds of spike encoders, ``{module path of the encoder in the converted
-            model: theta [C]}`` (:func:`spikevit.conversion.learned_thresholds`); those encoders are not
-            calibrated.  ``calibration`` is then needed only for the encoders it leaves out.  Entries of
-            blocks that ``blocks=`` leaves unconverted are ignored; any other unknown entry is an error.
+        neurons: parameters of the spiking neurons, as state-dict entries of the converted model
+            (:func:`spikevit.conversion.neuron_state`, e.g. learned by quantisation-aware fine-tuning):
+            ``"<encoder path>.theta": [C]`` per-channel thresholds, ``"<activation path>.T" / ".h" / ".d": [K]``
+            and ``".domain": [2]`` of fitted few-spike activations.  Neurons given so are neither calibrated
+            nor fitted; ``calibration`` is needed only for the encoders left out.  Entries of blocks that
+            ``blocks=`` leaves unconverted are ignored; any other unknown entry is an error.
 
     A model returned by :func:`spikevit.conversion.quantisation_aware` (fine-tuned or not) is converted with
     its learned thresholds (no re-calibration): the settings must be the ones it was made with.
@@ -457,13 +459,13 @@ def convert(model: nn.Module, steps: int = 12, *, spiking: str = "softmax", cali
         acts = list(ACTIVATIONS)
     batches = None
     if spiking != "softmax":
-        require(calibration is not None or thresholds is not None, f"spiking={spiking!r} needs calibration= "
+        require(calibration is not None or neurons is not None, f"spiking={spiking!r} needs calibration= "
                 "(a tensor of model inputs or a DataLoader) to set the spiking neurons' thresholds")
         if calibration is not None:
             batches = _calibration_batches(calibration, calibration_batches)
     elif acts and calibration is not None:          # few-spike activations are fitted to their inputs
         batches = _calibration_batches(calibration, calibration_batches)
-    preset = _check_thresholds(thresholds)
+    preset = _check_neurons(neurons)
     net = model if inplace else copy.deepcopy(model)
     found = find_attention(net)
     if not found:
@@ -505,8 +507,8 @@ def convert(model: nn.Module, steps: int = 12, *, spiking: str = "softmax", cali
     if preset is not None:
         skip = tuple(p + "." for i, (p, _) in enumerate(found) if i not in selected) + tuple(
             p.rpartition(".")[0] + "." for i, (p, _) in enumerate(found) if i not in selected and "." in p)
-        _set_thresholds(net, preset, skip)
-        net.sit_conversion["thresholds"] = "given"
+        _set_neurons(net, preset, skip)
+        net.sit_conversion["neurons"] = "given"
     missing = [n for n, m in net.named_modules() if isinstance(m, SpikeEncoder) and not m.calibrated]
     if missing and batches is None:
         raise SpikevitError(f"no thresholds for {len(missing)} spike encoders ({', '.join(missing[:3])}"
@@ -518,34 +520,49 @@ def convert(model: nn.Module, steps: int = 12, *, spiking: str = "softmax", cali
     return net
 
 
-def _check_thresholds(thresholds) -> dict[str, torch.Tensor] | None:
-    """``thresholds`` as ``{name: 1-D positive finite float tensor}`` (or None); bad entries -> SpikevitError."""
-    if thresholds is None:
+def _check_neurons(neurons) -> dict[str, torch.Tensor] | None:
+    """``neurons`` as ``{state-dict key: 1-D finite float tensor}`` (or None); bad entries -> SpikevitError."""
+    if neurons is None:
         return None
-    require(isinstance(thresholds, Mapping), f"thresholds must be a mapping {{encoder path: tensor}}, got "
-            f"{type(thresholds).__name__}")
+    require(isinstance(neurons, Mapping), f"neurons must be a mapping {{state-dict key: tensor}}, got "
+            f"{type(neurons).__name__}")
     out = {}
-    for k, v in thresholds.items():
+    for k, v in neurons.items():
         require(isinstance(k, str) and isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() == 1,
-                f"thresholds[{k!r}] must be a 1-D float tensor of per-channel thresholds")
-        require(bool(torch.isfinite(v).all()) and bool((v > 0).all()),
-                f"thresholds[{k!r}] holds NaN, infinite or non-positive values")
+                f"neurons[{k!r}] must be a 1-D float tensor")
+        require(bool(torch.isfinite(v).all()), f"neurons[{k!r}] holds NaN or infinite values")
+        require(not k.endswith(".theta") or bool((v > 0).all()), f"neurons[{k!r}]: thresholds must be > 0")
         out[k] = v.detach()
     return out
 
 
-def _set_thresholds(net: nn.Module, thresholds: dict[str, torch.Tensor], skip: tuple[str, ...]) -> None:
-    """Put ``thresholds[path]`` into the encoder at ``path`` (channel counts checked)."""
-    encoders = {n: m for n, m in net.named_modules() if isinstance(m, SpikeEncoder)}
-    unknown = [k for k in thresholds if k not in encoders and not k.startswith(skip)]
-    require(not unknown, f"thresholds for {unknown[:3]}: no such spike encoder in the converted model (paths "
-            f"look like {sorted(encoders)[:2]}; same model, spiking level and blocks?)")
-    for k, v in thresholds.items():
-        e = encoders.get(k)
-        if e is None:
-            continue
-        e.theta = v.to(e.theta.device, torch.float32).clone()       # channel count checked at the first input
-        e.clip_fraction = float("nan")
+_ACT_KEYS = ("T", "h", "d", "domain")
+
+
+def _set_neurons(net: nn.Module, neurons: dict[str, torch.Tensor], skip: tuple[str, ...]) -> None:
+    """Install ``neurons`` (see :func:`convert`): encoder thresholds, few-spike activation parameters."""
+    modules = dict(net.named_modules())
+    acts: dict[str, dict[str, torch.Tensor]] = {}
+    unknown = []
+    for k, v in neurons.items():
+        path, _, attr = k.rpartition(".")
+        m = modules.get(path)
+        if isinstance(m, SpikeEncoder) and attr == "theta":
+            m.theta = v.to(m.theta.device, torch.float32).clone()       # channel count checked at the first input
+            m.clip_fraction = float("nan")
+        elif isinstance(m, FewSpikeActivation) and attr in _ACT_KEYS:
+            acts.setdefault(path, {})[attr] = v
+        elif not k.startswith(skip):
+            unknown.append(k)
+    require(not unknown, f"neurons {unknown[:3]}: no such spiking neuron parameter in the converted model (keys look "
+            f"like '<encoder path>.theta'; same model, spiking level and blocks?)")
+    for path, d in acts.items():
+        require(set(d) == set(_ACT_KEYS), f"neurons: few-spike activation {path!r} needs all of {list(_ACT_KEYS)}, "
+                f"got {sorted(d)}")
+        m = modules[path]
+        require(d["T"].numel() == m.steps and d["domain"].numel() == 2,
+                f"neurons: few-spike activation {path!r} has K = {m.steps}, given {d['T'].numel()} steps")
+        m.set_neuron(d["T"], d["h"], d["d"], tuple(d["domain"].tolist()), {"given": True})
 
 
 def _activation_steps(acts: list[str], activation_steps: int | None, steps: int) -> int:

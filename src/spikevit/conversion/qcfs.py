@@ -16,9 +16,10 @@ with the quantiser in place and a learnable threshold, then convert.
 * ``convert(qat_model, T, spiking=..., coding="rate")`` (or :func:`spiking_model`) returns the spiking
   model with the learned thresholds: it computes what the fine-tuned model computes (up to float rounding
   of the two IF neurons' products done separately).
-* :func:`ann_state_dict` / :func:`learned_thresholds` (+ :func:`save_thresholds` / :func:`load_thresholds`)
-  split the fine-tuned model into the ANN's weights (loadable into the original architecture) and the
-  thresholds ``{encoder path: theta [C]}`` that ``convert(ann, ..., thresholds=...)`` takes.
+* :func:`ann_state_dict` / :func:`neuron_state` (+ :func:`save_neurons` / :func:`load_neurons`) split the
+  fine-tuned model into the ANN's weights (loadable into the original architecture) and its neurons'
+  parameters (learned thresholds ``<encoder path>.theta``, the few-spike activations fitted at the start)
+  that ``convert(ann, ..., neurons=...)`` takes to rebuild the same spiking model.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from spikevit.nn.spike_coding import SpikeEncoder
 from spikevit.nn.spiking_softmax import FewSpikeActivation
 from spikevit.tensorio import load_tensors, save_tensors
 
-THRESHOLDS_KIND = "spikevit-thresholds"
+NEURONS_KIND = "spikevit-neurons"
 
 
 def quantisation_aware(model: nn.Module, steps: int = 4, *, spiking: str = "all", calibration=None,
@@ -181,13 +182,31 @@ def finetune(net: nn.Module, train_set, test_set, config, *, theta_lr_scale: flo
                run=run or {"model": "quantisation-aware", "model_kwargs": dict(net.sit_conversion)})
 
 
-def learned_thresholds(net: nn.Module) -> dict[str, torch.Tensor]:
-    """``{encoder path: theta [C]}`` of a quantisation-aware model (or of any converted model), detached;
-    what ``convert(ann, ..., thresholds=...)`` takes."""
-    out = {n: m.theta.detach().clamp_min(1e-6).float().cpu().clone() for n, m in net.named_modules()
-           if isinstance(m, SpikeEncoder) and m.calibrated}
-    require(bool(out), "learned_thresholds: the model has no calibrated spike encoders")
+def neuron_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    """The spiking neurons' parameters of a converted or quantisation-aware model, as state-dict entries
+    (detached, CPU): ``"<encoder path>.theta": [C]`` and, for every few-spike activation,
+    ``"<path>.T" / ".h" / ".d": [K]`` and ``"<path>.domain": [2]``.  What ``convert(ann, ..., neurons=...)``
+    takes; with the ANN weights (:func:`ann_state_dict`) they rebuild the spiking model."""
+    out = {}
+    modules = dict(net.named_modules())
+    for n, m in modules.items():
+        if isinstance(m, StraightThrough):
+            m = m.spiking                          # the neuron under its straight-through wrapper's path
+        elif isinstance(modules.get(n.rpartition(".")[0]), StraightThrough):
+            continue
+        if isinstance(m, SpikeEncoder) and m.calibrated:
+            out[f"{n}.theta"] = m.theta.detach().clamp_min(1e-6).float().cpu().clone()
+        elif isinstance(m, FewSpikeActivation):
+            for k in ("T", "h", "d"):
+                out[f"{n}.{k}"] = getattr(m, k).detach().float().cpu().clone()
+            out[f"{n}.domain"] = torch.tensor(m.domain, dtype=torch.float64)
+    require(bool(out), "neuron_state: the model has no calibrated spiking neurons")
     return out
+
+
+def thresholds_of(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The encoder thresholds ``{encoder path: theta [C]}`` among :func:`neuron_state`'s entries."""
+    return {k[: -len(".theta")]: v for k, v in state.items() if k.endswith(".theta")}
 
 
 def ann_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
@@ -198,15 +217,15 @@ def ann_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
     return {a: sd[k].detach().clone() for a, k in net.qcfs_ann_keys.items()}
 
 
-def save_thresholds(path: str | os.PathLike, thresholds: dict[str, torch.Tensor], info: dict | None = None):
-    """Write thresholds ``{encoder path: theta [C]}`` (a safetensors file with ``info`` as metadata)."""
-    return save_tensors(path, thresholds, THRESHOLDS_KIND, info or {})
+def save_neurons(path: str | os.PathLike, neurons: dict[str, torch.Tensor], info: dict | None = None):
+    """Write :func:`neuron_state`'s entries (a safetensors file with ``info`` as metadata)."""
+    return save_tensors(path, neurons, NEURONS_KIND, info or {})
 
 
-def load_thresholds(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """``(thresholds, info)`` from :func:`save_thresholds`'s file; a foreign file -> SpikevitError."""
-    return load_tensors(path, THRESHOLDS_KIND)
+def load_neurons(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(neurons, info)`` from :func:`save_neurons`'s file; a foreign file -> SpikevitError."""
+    return load_tensors(path, NEURONS_KIND)
 
 
-__all__ = ["THRESHOLDS_KIND", "ann_state_dict", "finetune", "learned_thresholds", "load_thresholds",
-           "quantisation_aware", "save_thresholds", "spiking_model", "threshold_param_groups"]
+__all__ = ["NEURONS_KIND", "ann_state_dict", "finetune", "load_neurons", "neuron_state", "quantisation_aware",
+           "save_neurons", "spiking_model", "threshold_param_groups", "thresholds_of"]
