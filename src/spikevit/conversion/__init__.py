@@ -8,6 +8,8 @@
 * :func:`run` -- ``run(ConversionParams(...)) -> Report``: the pipeline behind ``spikevit convert run`` (model
   resolver, checks, layer-by-layer tables, energy from the profile).
 * :class:`SpikeCounter` -- per-layer spikes and MACs with forward hooks (energy: spikevit.energy.sit).
+* :func:`quantisation_aware` -- the model to fine-tune (QCFS / MST-style quantisers at the rate-coded
+  neurons, learnable thresholds) before a lossless rate-coded conversion; :func:`neuron_state` its neurons.
 """
 from spikevit.conversion.converter import (
                                            LEVELS,
@@ -35,6 +37,7 @@ from spikevit.conversion.params import (
                                            store_fit,
 )
 from spikevit.conversion.pipeline import resolve_model, run
+from spikevit.conversion.qcfs import ann_state_dict, neuron_state, quantisation_aware
 
 __all__ = [
                                            "LEVELS",
@@ -43,6 +46,7 @@ __all__ = [
                                            "FewSpikeFit",
                                            "SpikeCounter",
                                            "SpikingAttention",
+                                           "ann_state_dict",
                                            "attention_modules",
                                            "available",
                                            "calibrate",
@@ -54,6 +58,8 @@ __all__ = [
                                            "few_spike_parameters",
                                            "find_attention",
                                            "fit_few_spike",
+                                           "neuron_state",
+                                           "quantisation_aware",
                                            "resolve_model",
                                            "run",
                                            "si_exp_parameters",
