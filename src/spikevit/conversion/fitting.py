@@ -418,7 +418,8 @@ def fit_to_sample(function: str | Callable, sample: torch.Tensor, T: torch.Tenso
     if polish_iters:
         top = order[:population]
         span = float((ends[top, 1] - ends[top, 0]).min())
-        Tp, hp, e, _ = _adam(Tc[top], hc[top], grid, polish_iters, lr=0.005 * span)
+        with torch.enable_grad():                         # convert's calibration runs under no_grad
+            Tp, hp, e, _ = _adam(Tc[top], hc[top], grid, polish_iters, lr=0.005 * span)
         i = int(e.argmin())
         best_T, best_h, best_dom = Tp[i].detach(), hp[i].detach(), tuple(ends[top[i]].tolist())
     best_d = least_squares_d(x, y, best_T, best_h)
