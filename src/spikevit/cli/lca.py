@@ -11,8 +11,14 @@ from dataclasses import fields
 from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
 from spikevit.lca.distributed import SHARDABLE, ShardedRun
 from spikevit.lca.encode import BACKENDS
-from spikevit.lca.params import DEFAULT_CACHE  # noqa: F401  (the cache default `spikevit reproduce` shares)
-from spikevit.lca.params import LCA_DEFAULTS, SELECTIONS, LCAParams, LCARunParams, check_tau
+from spikevit.lca.params import (
+    DEFAULT_CACHE,  # noqa: F401  (the cache default `spikevit reproduce` shares)
+    LCA_DEFAULTS,
+    SELECTIONS,
+    LCAParams,
+    LCARunParams,
+    check_tau,
+)
 from spikevit.lca.params import LCA_RUN_DEFAULTS as R
 from spikevit.validation import (
     arg_non_negative_float,

@@ -13,7 +13,13 @@ from pathlib import Path
 
 from spikevit.errors import SpikevitError
 from spikevit.functional.lca import THRESHOLDS
-from spikevit.validation import device_name, finite_float, non_negative_float, non_negative_int, positive_int
+from spikevit.validation import (
+    device_name,
+    finite_float,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+)
 
 
 def check_tau(tau, name: str = "tau") -> float:
@@ -59,7 +65,7 @@ class LCAParams:
         return asdict(self)
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping, **changes) -> "LCAParams":
+    def from_mapping(cls, mapping: Mapping, **changes) -> LCAParams:
         """The settings named in ``mapping`` (e.g. a reproduction's parameters; other keys are ignored), the
         defaults for the rest, then ``changes``."""
         names = {f.name for f in fields(cls)}

@@ -27,11 +27,18 @@ import torch
 from spikevit.data.datasets import dataset_spec
 from spikevit.errors import require
 from spikevit.lca import Dictionary, encode_batches
-from spikevit.lca.learning import learn_dictionary, label_atoms
+from spikevit.lca.learning import label_atoms, learn_dictionary
 from spikevit.lca.params import LCA_DEFAULTS, LCAParams
 from spikevit.lca.pipeline import evaluate
 from spikevit.reproduce import reconstruction as rec
-from spikevit.reproduce.common import Context, Partial, features, pyplot, report, save_figure
+from spikevit.reproduce.common import (
+    Context,
+    Partial,
+    features,
+    pyplot,
+    report,
+    save_figure,
+)
 
 PARAMS = {
     "dataset": "mnist",

@@ -38,7 +38,14 @@ import torch
 from spikevit.data.datasets import dataset_spec
 from spikevit.errors import SpikevitError, require
 from spikevit.lca import LCA_DEFAULTS, LCAParams, encode_trace, select_exemplars
-from spikevit.reproduce.common import Context, pixel_images, pyplot, report, save_figure, split_targets
+from spikevit.reproduce.common import (
+    Context,
+    pixel_images,
+    pyplot,
+    report,
+    save_figure,
+    split_targets,
+)
 from spikevit.runtime import pick_device
 
 PARAMS = {
@@ -131,7 +138,11 @@ def settling_iterations(energy: torch.Tensor, e0: torch.Tensor, fraction: float 
 def image_metrics(original: np.ndarray, reconstructed: np.ndarray) -> dict:
     """MSE, PSNR (dB) and SSIM of 0..255 images (H, W) or (H, W, C), by scikit-image."""
     try:
-        from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+        from skimage.metrics import (
+            mean_squared_error,
+            peak_signal_noise_ratio,
+            structural_similarity,
+        )
     except ImportError:
         raise SpikevitError("the reconstruction metrics need scikit-image: pip install scikit-image") from None
 
@@ -355,7 +366,7 @@ def plot_images(results: list[dict], path):
     return save_figure(fig, path)
 
 
-def run(ctx: Context, p: dict) -> "Path":  # noqa: F821
+def run(ctx: Context, p: dict) -> Path:  # noqa: F821
     datasets = [d.strip() for d in str(p["datasets"]).split(",") if d.strip()]
     require(datasets, "no datasets given")
     results = [run_dataset(ctx, ds, p) for ds in datasets]
