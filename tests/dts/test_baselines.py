@@ -129,7 +129,7 @@ def test_train_dts_with_each_baseline_logs_its_term(tmp_path):
     data = TensorDataset(torch.rand(16, 3, 16, 16, generator=g), torch.randint(0, 10, (16,), generator=g))
     config = TrainConfig(epochs=1, batch_size=8, lr=1e-3, seed=0)
     for spec, key in ((_spec(loss="tet"), "tet"), (_spec(hoyer_lambda=1e-6), "hoyer")):
-        res = train_dts(spec, data, data, config, tmp_path / key, "cifar10", 16)
+        res = train_dts(spec, data, data, config, tmp_path / key, dataset="cifar10", img_size=16)
         log = json.loads((tmp_path / key / "log.json").read_text())["epochs"][0]["train"]
         assert key in log and math.isfinite(log[key])
         if key == "tet":    # the logged total is the TET loss, not CE + TET
@@ -151,7 +151,8 @@ def test_spec_and_study_options():
     for bad in ("tet", "tet:0", "dsr:2", "hoyer:x"):
         with pytest.raises(SpikevitError, match="METHOD:T"):
             parse_baselines(bad)
-    runs = {r.name: r.spec for r in study_runs("spikformer-1-64", 4, 2, (1, 2), (1e-2,), ("qkv+mlp",), False,
+    runs = {r.name: r.spec for r in study_runs("spikformer-1-64", tmax=4, init_steps=2, fixed_ts=(1, 2),
+                                               lambdas=(1e-2,), groupings=("qkv+mlp",), no_mask=False,
                                                baselines="tet:2,hoyer:2", hoyer_lambda=1e-8, grouping="feeds")}
     assert list(runs) == ["fixed-T1", "fixed-T2", "tet-T2", "hoyer-T2", "dts-qkv+mlp-lam1e-2"]
     assert runs["tet-T2"].loss == "tet" and not runs["tet-T2"].dts and runs["tet-T2"].tmax == 2
@@ -171,8 +172,8 @@ def test_cli_train_with_a_baseline_loss_and_a_study_with_baselines(data_slices, 
     assert cli_main(["dts", "train", *common, "--tmax", "2", "--fixed", "--loss", "tet", "--tet-lambda", "0.05",
                      "--grouping", "feeds", "--out", str(run)]) == 0
     rep = json.loads((run / "report.json").read_text())
-    assert rep["config"]["loss"] == "tet" and rep["config"]["tet_lambda"] == 0.05
-    assert rep["config"]["grouping"] == "feeds"
+    assert rep["config"]["spec"]["loss"] == "tet" and rep["config"]["spec"]["tet_lambda"] == 0.05
+    assert rep["config"]["spec"]["grouping"] == "feeds"
     assert {r["group"] for r in rep["tables"]["layers"]} == {"sps", "qkv", "attn", "mlp", "head"}
     assert "tet" in json.loads((run / "log.json").read_text())["epochs"][0]["train"]
     for bad, msg in ((["--loss", "mse"], "--loss"), (["--tet-lambda", "2"], "--tet-lambda"),

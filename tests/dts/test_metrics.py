@@ -37,7 +37,7 @@ def model_and_loader(seed=0, **kw):
             m.dtss.tp.data.copy_(torch.randn(4, generator=g))
     x = torch.randn(12, 3, 16, 16, generator=g)
     y = torch.randint(0, 10, (12,), generator=g)
-    return model.eval(), make_loader(TensorDataset(x, y), 5, 0, 1, False, 0, 0)
+    return model.eval(), make_loader(TensorDataset(x, y), 5)
 
 
 def test_measurement_matches_brute_force_counts():

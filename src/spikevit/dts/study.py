@@ -1,8 +1,9 @@
 """The ablation study of Tables III-V at any scale: fixed-T Spikformer baselines, DTS runs over lambda_m
 and mask-loss groupings, all with the same training budget; one table, plots, Table-V energies and Fig. 2.
 
-Every run lives in ``work_dir/<run name>`` (a resumable training directory plus ``measure.json``), so
-the study can be killed and rerun, or split over processes with ``select`` and reported afterwards.
+:func:`run_study` takes a :class:`~spikevit.dts.params.StudyParams` (``spikevit dts study`` maps onto it).
+Every run lives in ``params.out/<run name>`` (a resumable training directory plus ``measure.json``), so
+the study can be killed and rerun, or split over processes with ``params.runs`` and reported afterwards.
 """
 from __future__ import annotations
 
@@ -14,14 +15,17 @@ from pathlib import Path
 from spikevit.dts.fig2 import input_histograms, plot_histograms
 from spikevit.dts.loss import MASK_GROUPS, parse_groups
 from spikevit.dts.metrics import DTSMeasurement, measure
+from spikevit.dts.params import BASELINES, StudyParams, field_default, parse_baselines
 from spikevit.dts.train import DTSSpec, train_dts
 from spikevit.energy.dts import MembraneOps, SynapticOps, ann_energy, normalised_energy, snn_energy
 from spikevit.errors import SpikevitError, require
-from spikevit.models.spikformer import DEFAULT_GROUPING
-from spikevit.reports import pyplot, save_figure, write_report
+from spikevit.reports import Report, pyplot, save_figure
 from spikevit.runtime import pick_device
-from spikevit.train import TrainConfig, build_datasets, load_trained_model
+from spikevit.train import build_datasets, load_trained_model
 from spikevit.train.data import make_loader
+
+__all__ = ["StudyRun", "study_runs", "run_study", "study_report", "replicate_rows", "parse_baselines", "BASELINES",
+           "evaluate_model_file"]
 
 
 @dataclass
@@ -34,52 +38,47 @@ def _lam_name(lam: float) -> str:
     return f"{lam:.0e}".replace("e-0", "e-").replace("e+0", "e")
 
 
-BASELINES = ("tet", "hoyer")  # the DTS paper's Table II methods that are losses on the same Spikformer
+def _d(name: str):
+    return field_default(StudyParams, name)
 
 
-def parse_baselines(spec: str | list[str] | tuple[str, ...] | None) -> tuple[tuple[str, int], ...]:
-    """``"tet:2,hoyer:2"`` (or a list of ``"tet:2"`` items) -> ``(("tet", 2), ("hoyer", 2))``: method and fixed T."""
-    if not spec:
-        return ()
-    items = [i.strip() for i in spec.split(",")] if isinstance(spec, str) else [str(i).strip() for i in spec]
-    out = []
-    for item in filter(None, items):
-        method, sep, t = item.partition(":")
-        method = method.strip().lower()
-        if method not in BASELINES or not sep or not t.strip().isdigit() or int(t) < 1:
-            raise SpikevitError(f"--baselines expects METHOD:T items with METHOD in {list(BASELINES)} and T >= 1, "
-                                f"got {item!r}")
-        out.append((method, int(t)))
-    return tuple(out)
-
-
-def study_runs(arch: str, tmax: int = 4, init_steps: int | None = None, fixed_ts=(1, 2, 4),
-               lambdas=(1e-4, 1e-2), groupings=("qkv,mlp", "all"), no_mask: bool = True,
-               min_steps: int = 1, model_args: dict | None = None, grouping: str = DEFAULT_GROUPING,
-               baselines=(), tet_lambda: float = 1e-3, tet_phi: float = 1.0,
-               hoyer_lambda: float = 1e-8) -> list[StudyRun]:
+def study_runs(arch: str = _d("arch"), *, tmax: int = _d("tmax"), init_steps: int | None = _d("init_steps"),
+               fixed_ts=_d("fixed_t"), lambdas=_d("lambdas"), groupings=_d("groupings"), no_mask: bool = _d("nomask"),
+               min_steps: int = _d("min_steps"), model_args: dict | None = None, grouping: str = _d("grouping"),
+               baselines=_d("baselines"), tet_lambda: float = _d("tet_lambda"), tet_phi: float = _d("tet_phi"),
+               hoyer_lambda: float = _d("hoyer_lambda")) -> list[StudyRun]:
     """Fixed-T baselines, DTS runs for every (mask-loss grouping, lambda_m), optionally DTS without mask loss,
     and the Table II baselines (``"tet:2,hoyer:2"``: fixed-T Spikformers trained with the TET loss / the
-    Hoyer regulariser).  ``grouping`` names the layer grouping (``paper`` / ``feeds``) of every run."""
-    model_args = dict(model_args or {})
-    common = {"model_args": model_args, "grouping": grouping}
-    runs = [StudyRun(f"fixed-T{t}", DTSSpec(arch, t, dts=False, **common)) for t in fixed_ts]
+    Hoyer regulariser).  ``grouping`` names the layer grouping (``paper`` / ``feeds``) of every run.
+    Defaults: those of :class:`~spikevit.dts.params.StudyParams` (:meth:`StudyParams.study_runs` passes its
+    fields)."""
+    common = {"arch": arch, "model_args": dict(model_args or {}), "grouping": grouping}
+    runs = [StudyRun(f"fixed-T{t}", DTSSpec(tmax=t, dts=False, **common)) for t in fixed_ts]
     for method, t in parse_baselines(baselines):
         extra = {"loss": "tet", "tet_lambda": tet_lambda, "tet_phi": tet_phi} if method == "tet" else \
             {"hoyer_lambda": hoyer_lambda}
-        require(method != "hoyer" or hoyer_lambda > 0, "the hoyer baseline needs --hoyer-lambda > 0")
-        runs.append(StudyRun(f"{method}-T{t}", DTSSpec(arch, t, dts=False, **common, **extra)))
+        require(method != "hoyer" or hoyer_lambda > 0, "the hoyer baseline needs hoyer_lambda > 0")
+        runs.append(StudyRun(f"{method}-T{t}", DTSSpec(tmax=t, dts=False, **common, **extra)))
+    gated = {"tmax": tmax, "dts": True, "init_steps": init_steps, "min_steps": min_steps, **common}
     for mask_grouping in groupings:
         groups = parse_groups(mask_grouping)
         gname = "all" if set(groups) == set(MASK_GROUPS) else "+".join(groups)
         for lam in lambdas:
-            runs.append(StudyRun(f"dts-{gname}-lam{_lam_name(lam)}",
-                                 DTSSpec(arch, tmax, True, init_steps, min_steps, lam, groups, **common)))
+            runs.append(StudyRun(f"dts-{gname}-lam{_lam_name(lam)}", DTSSpec(lambda_m=lam, mask_groups=groups, **gated)))
     if no_mask:
-        runs.append(StudyRun("dts-nomask", DTSSpec(arch, tmax, True, init_steps, min_steps, 0.0, (), **common)))
+        runs.append(StudyRun("dts-nomask", DTSSpec(lambda_m=0.0, mask_groups=(), **gated)))
     names = [r.name for r in runs]
     require(len(set(names)) == len(names), f"duplicate study run names {names}")
     return runs
+
+
+def runs_of(params: StudyParams) -> list[StudyRun]:
+    """The runs :class:`StudyParams` describes (:func:`study_runs` of its fields)."""
+    return study_runs(params.arch, tmax=params.tmax, init_steps=params.init_steps, fixed_ts=params.fixed_t,
+                      lambdas=params.lambdas, groupings=params.groupings, no_mask=params.nomask,
+                      min_steps=params.min_steps, model_args=params.model_args, grouping=params.grouping,
+                      baselines=params.baselines, tet_lambda=params.tet_lambda, tet_phi=params.tet_phi,
+                      hoyer_lambda=params.hoyer_lambda)
 
 
 def _save_measurement(path: Path, meas: DTSMeasurement) -> None:
@@ -95,49 +94,67 @@ def _load_measurement(path: Path) -> DTSMeasurement:
                           [SynapticOps(**s) for s in doc["synaptic"]], [MembraneOps(**m) for m in doc["membranes"]])
 
 
-def run_study(runs: list[StudyRun], dataset: str, data_root: str | None, config: TrainConfig,
-              work_dir: str | Path, out_json: str | Path | None = None, train_subset: int | None = None,
-              test_subset: int | None = None, img_size: int | None = None, select: list[str] | None = None,
-              report: bool = True, fig2_run: str | None = None, eval_batches: int | None = None,
-              energy_model: str = "dts45nm", command: str = "spikevit dts study", train: bool = True,
-              data_seed: int | None = None, replicates: dict[str, str | Path] | None = None) -> dict:
-    """Train + measure every selected run (resuming / skipping finished ones), then write the report.
+def _data_info(p: StudyParams) -> dict:
+    """The data settings stored with every run (a resumed run must match; keys appear only when they differ
+    from the settings of the first studies, so their runs still resume)."""
+    info = {"dataset": p.dataset, "train_subset": p.train_subset, "test_subset": p.test_subset, "img_size": p.img_size}
+    if p.data_seed is not None and p.data_seed != p.train.seed:
+        info["data_seed"] = p.data_seed
+    if not p.augment:
+        info["augment"] = False
+    return info
 
-    ``data_seed`` picks the train / test subsets (default: the training seed), so replicate studies with
-    another ``config.seed`` can keep the same images; ``replicates`` ({label: work dir}) are reported
-    beside this study (see :func:`write_study_report`).
 
-    ``train=False`` only writes the report of the runs already measured (while others may still train).
+def run_study(params: StudyParams, runs: list[StudyRun] | None = None, *, command: str | None = None,
+              verbose: bool = True) -> Report:
+    """Train + measure every selected run (resuming / skipping finished ones), then report on every finished one.
+
+    ``runs`` replaces the runs ``params`` describes (:func:`runs_of`); the reproductions pass their own.
+    ``params.data_seed`` picks the train / test subsets (default: the training seed), so replicate studies
+    with another ``params.train.seed`` keep the same images; ``params.replicates`` are reported beside this
+    study (see :func:`study_report`).  ``params.report_only`` trains nothing and reports the runs already
+    measured (while others may still train).  Returns the :class:`~spikevit.reports.Report`, written to
+    ``params.json`` when ``params.report``; without a report, one listing the runs measured now.
+    ``command`` is recorded as the command that reproduces it (default: this call).
     """
-    work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
+    require(isinstance(params, StudyParams), f"run_study() takes a StudyParams, got {type(params).__name__}")
+    p = params
+    runs = runs_of(p) if runs is None else list(runs)
+    command = command or f"spikevit.dts.run_study({p!r})"
+    work = Path(p.out)
     known = {r.name for r in runs}
-    select = list(select or known)
+    select = list(p.runs or known)
     unknown = [s for s in select if s not in known]
-    require(not unknown, f"unknown study runs {unknown}; the study has {sorted(known)}")
-    data_seed = config.seed if data_seed is None else data_seed
-    train_set, test_set = build_datasets(dataset, data_root, True, img_size, train_subset, test_subset, data_seed)
-    data_info = {"dataset": dataset, "train_subset": train_subset, "test_subset": test_subset, "img_size": img_size}
-    if data_seed != config.seed:
-        data_info["data_seed"] = data_seed
+    require(not unknown, f"runs: unknown study runs {unknown}; the study has {sorted(known)}")
+    reps = {label: Path(d) for label, d in p.replicates.items()}
+    for label, d in reps.items():
+        require(d.is_dir(), f"replicates: study directory {d} ({label}) does not exist")
+    work.mkdir(parents=True, exist_ok=True)
+    data_seed = p.train.seed if p.data_seed is None else p.data_seed
+    train_set, test_set = build_datasets(p.dataset, p.data_root, p.augment, p.img_size, p.train_subset,
+                                         p.test_subset, data_seed, p.download, p.skip_bad_images)
+    data_info = _data_info(p)
+    measured = []
     for run in runs:
-        if run.name not in select or not train:
+        if run.name not in select or p.report_only:
             continue
         out = work / run.name
-        res = train_dts(run.spec, train_set, test_set, config, out, dataset, img_size, extra_run=data_info)
+        res = train_dts(run.spec, train_set, test_set, p.train, out, dataset=p.dataset, img_size=p.img_size,
+                        extra_run=data_info, resume=p.resume)
         mpath = out / "measure.json"
         if not mpath.exists() or mpath.stat().st_mtime < (out / "model.safetensors").stat().st_mtime:
-            loader = make_loader(test_set, config.batch_size, 0, 1, False, config.seed, config.workers)
-            _save_measurement(mpath, measure(res.model, loader, pick_device(config.device), eval_batches,
+            loader = make_loader(test_set, p.train.batch_size, seed=p.train.seed, workers=p.train.workers)
+            _save_measurement(mpath, measure(res.model, loader, pick_device(p.train.device), p.eval_batches,
                                              desc=f"measure {run.name}"))
-    if not report:
-        return {}
-    require(out_json is not None, "the study report needs an output path")
-    reps = {label: Path(d) for label, d in (replicates or {}).items()}
-    for label, d in reps.items():
-        require(d.is_dir(), f"replicate study directory {d} ({label}) does not exist")
-    return write_study_report(runs, work, Path(out_json), config, data_info, fig2_run, test_set, energy_model,
-                              command, reps)
+        measured.append(run.name)
+    if not p.report:
+        return Report(command, {**p.to_dict(), "specs": {r.name: r.spec.to_dict() for r in runs}},
+                      {"measured": measured}, title="DTS study (runs trained; no report asked for)")
+    report = study_report(p, runs, test_set, command)
+    report.write(p.json)
+    if verbose:
+        print(f"study report: {p.json}")
+    return report
 
 
 def _mean_steps(m: DTSMeasurement, groups: tuple[str, ...]) -> float | None:
@@ -199,11 +216,18 @@ def _log(work: Path, name: str) -> list[dict]:
     return json.loads(p.read_text())["epochs"] if p.exists() else []
 
 
-def write_study_report(runs, work: Path, out_json: Path, config: TrainConfig, data_info: dict,
-                       fig2_run: str | None, test_set, energy_model: str, command: str,
-                       replicates: dict[str, Path] | None = None) -> dict:
-    """One report over the finished runs of ``work``.  ``replicates`` ({label: directory}) adds a table
-    of the same runs trained with other seeds (and their spread) next to this study's runs."""
+def study_report(params: StudyParams, runs: list[StudyRun], test_set, command: str) -> Report:
+    """The report over the finished runs of the study folder ``params.out`` (its plots are written beside
+    ``params.json``).  ``params.replicates`` ({label: folder}) adds a table of the same runs trained with
+    other seeds (and their spread) next to this study's runs.
+
+    tables: ``runs`` (one row per finished run: accuracy, T_avg, per-group T_l, SA, SOPs, energy),
+    ``energy (Table V shape)``, ``training trajectory`` and, when there are, ``seed replicates`` and
+    ``Fig. 2 time-step sensitivity``; results: each run's measurement summary and per-layer rows.
+    """
+    work, energy_model, fig2_run = Path(params.out), params.energy_model, params.fig2_run
+    out_json = Path(params.json)
+    replicates = {label: Path(d) for label, d in params.replicates.items()}
     done = [r for r in runs if (work / r.name / "measure.json").exists()]
     if not done:
         raise SpikevitError(f"no finished study runs under {work}")
@@ -262,7 +286,7 @@ def write_study_report(runs, work: Path, out_json: Path, config: TrainConfig, da
     if fig2_run is not None and (work / fig2_run / "model.safetensors").exists():
         model, _ = load_trained_model(work / fig2_run / "model.safetensors")
         if model.tmax >= 2:
-            loader = make_loader(test_set, min(config.batch_size, 128), 0, 1, False, 0, 0)
+            loader = make_loader(test_set, min(params.train.batch_size, 128))
             hists = input_histograms(model, loader, max_batches=2)
             fig = plot_histograms(hists, out_json.with_name(out_json.stem + "-fig2.png"),
                                   title=f"{fig2_run}: LIF inputs at step 1 vs steps 2..T")
@@ -271,7 +295,7 @@ def write_study_report(runs, work: Path, out_json: Path, config: TrainConfig, da
                         for n, h in hists.items()]
     tables = {"runs": rows, "energy (Table V shape)": energy_rows, "training trajectory": epoch_rows}
     if replicates:
-        seed_rows = replicate_rows(runs, {f"seed{config.seed}": work, **replicates})
+        seed_rows = replicate_rows(runs, {f"seed{params.train.seed}": work, **replicates})
         if seed_rows:
             tables["seed replicates"] = seed_rows
             figures.append(str(_plot_seeds(seed_rows, out_json.with_name(out_json.stem + "-seeds.png"))))
@@ -279,11 +303,9 @@ def write_study_report(runs, work: Path, out_json: Path, config: TrainConfig, da
         tables["Fig. 2 time-step sensitivity"] = fig_rows
     results = {"runs": {r.name: meas[r.name].summary(energy_model) for r in done},
                "per_layer": {r.name: meas[r.name].layer_rows() for r in done}}
-    config_doc = {**config.to_dict(), **data_info, "specs": {r.name: r.spec.to_dict() for r in runs},
-                  "energy_model": energy_model}
-    write_report(out_json, command, config_doc, results, tables, title="DTS study (Tables III-V, Fig. 2 shape)",
-                 notes=_notes(rows, next(iter(meas.values())).samples), figures=figures)
-    return {"rows": rows, "energy": energy_rows, "figures": figures}
+    config = {**params.to_dict(), "specs": {r.name: r.spec.to_dict() for r in runs}}
+    return Report(command, config, results, tables, title="DTS study (Tables III-V, Fig. 2 shape)",
+                  notes=_notes(rows, next(iter(meas.values())).samples), figures=figures)
 
 
 def _notes(rows: list[dict], samples: int | None = None) -> str:
@@ -408,7 +430,7 @@ def _plot_study(rows: list[dict], epoch_rows: list[dict], path: Path, others: li
 def evaluate_model_file(path: str | Path, test_set, batch_size: int = 128, device: str = "cpu",
                         max_batches: int | None = None) -> DTSMeasurement:
     model, _ = load_trained_model(path, device)
-    loader = make_loader(test_set, batch_size, 0, 1, False, 0, 0)
+    loader = make_loader(test_set, batch_size)
     return measure(model, loader, device, max_batches)
 
 

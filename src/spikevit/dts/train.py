@@ -1,72 +1,20 @@
-"""Training a (DTS) Spikformer with the generic trainer: model + mask-loss hook + per-epoch T_l metrics."""
+"""Training a (DTS) Spikformer with the generic trainer: model + mask-loss hook + per-epoch T_l metrics.
+
+:class:`DTSSpec` (what one run is) lives in :mod:`spikevit.dts.params` and is handed on here."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from spikevit.dts.loss import (DEFAULT_MASK_GROUPS, gated_layers, hoyer_terms, mask_steps, parse_groups, tet_loss,
-                               track_hoyer)
+from spikevit.dts.loss import gated_layers, hoyer_terms, mask_steps, tet_loss, track_hoyer
+from spikevit.dts.params import LOSSES, DTSSpec
 from spikevit.errors import require
 from spikevit.functional.dts import average_time_steps
-from spikevit.models.spikformer import DEFAULT_GROUPING, GROUPINGS
 from spikevit.train import TrainConfig, TrainHooks, build_model, fit
-from spikevit.validation import finite_float, non_negative_float
 
-LOSSES = ("ce", "tet")
-
-
-@dataclass
-class DTSSpec:
-    """What distinguishes one DTS / fixed-T run (stored in the checkpoint; a resumed run must match).
-
-    dts=False: plain Spikformer at fixed T = tmax.  dts=True: DTSS gates starting at ``init_steps``
-    (default tmax/2), mask loss ``lambda_m * sum_{groups} sum_t TM``.  ``grouping``: which LIF layers form
-    the groups (``"paper"``, DTS-SNN Eq. 7; ``"feeds"``, see :mod:`spikevit.models.spikformer`).
-
-    Table II baselines (:mod:`spikevit.dts.loss`): ``loss="tet"`` trains on the TET loss (weight
-    ``tet_lambda``, target ``tet_phi``) instead of the cross-entropy of the step-averaged logits;
-    ``hoyer_lambda > 0`` adds the Hoyer regulariser of every LIF layer's clipped membrane potential.
-    """
-
-    arch: str = "spikformer-4-384"
-    tmax: int = 4
-    dts: bool = True
-    init_steps: int | None = None
-    min_steps: int = 1
-    lambda_m: float = 1e-6
-    mask_groups: tuple[str, ...] = DEFAULT_MASK_GROUPS
-    model_args: dict = field(default_factory=dict)
-    grouping: str = DEFAULT_GROUPING
-    loss: str = "ce"
-    tet_lambda: float = 1e-3
-    tet_phi: float = 1.0
-    hoyer_lambda: float = 0.0
-
-    def __post_init__(self):
-        self.mask_groups = parse_groups(self.mask_groups)
-        self.lambda_m = non_negative_float(self.lambda_m, "lambda_m")
-        require(self.tmax >= 1, f"tmax must be >= 1, got {self.tmax}")
-        require(self.grouping in GROUPINGS, f"unknown layer grouping {self.grouping!r}; choose from {sorted(GROUPINGS)}")
-        require(self.loss in LOSSES, f"unknown loss {self.loss!r}; choose from {list(LOSSES)}")
-        self.tet_lambda = finite_float(self.tet_lambda, "tet_lambda", minimum=0.0, maximum=1.0)
-        self.tet_phi = finite_float(self.tet_phi, "tet_phi")
-        self.hoyer_lambda = non_negative_float(self.hoyer_lambda, "hoyer_lambda")
-        if self.init_steps is None:
-            self.init_steps = max(1, self.tmax // 2) if self.dts else self.tmax
-
-    def model_kwargs(self) -> dict:
-        kw = {"tmax": self.tmax, "dts": self.dts, "grouping": self.grouping, **self.model_args}
-        if self.dts:
-            kw.update(init_steps=self.init_steps, min_steps=self.min_steps)
-        return kw
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["mask_groups"] = list(self.mask_groups)
-        return d
+__all__ = ["DTSSpec", "LOSSES", "time_step_metrics", "dts_hooks", "build_dts_model", "train_dts"]
 
 
 def time_step_metrics(model: torch.nn.Module) -> dict:
@@ -116,9 +64,12 @@ def build_dts_model(spec: DTSSpec, dataset: str, img_size: int | None = None, se
     return model, run
 
 
-def train_dts(spec: DTSSpec, train_set, test_set, config: TrainConfig, out_dir: str | Path | None,
+def train_dts(spec: DTSSpec, train_set, test_set, config: TrainConfig, out_dir: str | Path | None, *,
               dataset: str, img_size: int | None = None, extra_run: dict | None = None, resume: bool = True):
-    """Build the model of ``spec`` and train it with :func:`spikevit.train.fit` (mask loss + metrics hooks)."""
+    """Build the model of ``spec`` and train it with :func:`spikevit.train.fit` (mask loss + metrics hooks).
+
+    ``dataset`` / ``img_size`` size the model's input and head; ``extra_run`` is stored with the run (a
+    resumed run must match it)."""
     model, run = build_dts_model(spec, dataset, img_size, seed=config.seed)
     run.update(extra_run or {})
     if spec.dts:

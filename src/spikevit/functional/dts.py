@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from spikevit.errors import require
+from spikevit.validation import positive_int
 
 
 def coeff_matrix(tmax: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -55,6 +56,14 @@ def time_mask(tp: torch.Tensor, min_steps: int = 0) -> torch.Tensor:
 def kept_steps(tm: torch.Tensor) -> int:
     """Number of leading ones of a prefix mask (= T_l = sum(TM))."""
     return int(tm.detach().sum().round().item())
+
+
+def default_init_steps(tmax: int) -> int:
+    """The initial kept steps of a DTSS gate when none is given: ``max(1, tmax // 2)``, half the maximum
+    (DTS-SNN Sec. IV, Table IV: "initializing the time step to half of the maximum value yields the best
+    accuracy-efficiency trade-off").  The one place this default is written; the gate, the Spikformer,
+    :class:`spikevit.dts.DTSSpec` and the CLI take it from here."""
+    return max(1, positive_int(tmax, "tmax") // 2)
 
 
 def init_time_params(tmax: int, init_steps: int) -> torch.Tensor:

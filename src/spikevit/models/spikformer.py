@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from spikevit.errors import require
+from spikevit.functional.dts import default_init_steps
 from spikevit.models.registry import register_model
 from spikevit.nn.dtss import DTSSLIF
 from spikevit.validation import positive_int
@@ -271,8 +272,9 @@ class Spikformer(nn.Module):
 
     tmax: time steps (fixed T when ``dts=False``; the maximum when ``dts=True``).
     dts / init_steps / min_steps: DTSS gates on every LIF layer, starting with ``init_steps`` kept steps
-        (default tmax / 2, the paper's best) and never fewer than ``min_steps`` (1: a layer keeps at least
-        its first step, so no layer is disconnected).
+        (default :func:`~spikevit.functional.dts.default_init_steps`: max(1, tmax // 2), the paper's best)
+        and never fewer than ``min_steps`` (1: a layer keeps at least its first step, so no layer is
+        disconnected).
     leak, vth, gamma, detach_reset: LIF settings (Eq. 1-2); ``attn_vth`` is the threshold of the LIF
         after Q K^T V (0.5 in Spikformer); ``scale`` the attention scale (0.125 in Spikformer).
     live_bn: in training, batch norm after a gated LIF takes its statistics from the kept steps only
@@ -291,7 +293,7 @@ class Spikformer(nn.Module):
         require(grouping in GROUPINGS, f"unknown layer grouping {grouping!r}; choose from {sorted(GROUPINGS)}")
         tmax = positive_int(tmax, "tmax")
         require(img_size % patch_size == 0, f"img_size {img_size} is not divisible by patch_size {patch_size}")
-        init_steps = max(1, tmax // 2) if init_steps is None else init_steps
+        init_steps = default_init_steps(tmax) if init_steps is None else init_steps
         require(0 <= init_steps <= tmax, f"init_steps must lie in [0, tmax={tmax}], got {init_steps}")
         self.tmax, self.dts, self.num_classes, self.grouping = tmax, dts, num_classes, grouping
         self.num_tokens = (img_size // patch_size) ** 2

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from spikevit.errors import require
-from spikevit.functional.dts import hoyer_square, init_time_params, kept_steps, time_mask, time_scores
+from spikevit.functional.dts import (default_init_steps, hoyer_square, init_time_params, kept_steps, time_mask,
+                                     time_scores)
 from spikevit.functional.neurons import lif_multistep, triangle_spike
 from spikevit.nn.lif import LIF
 from spikevit.validation import non_negative_int, positive_int
@@ -61,6 +62,7 @@ class DTSSLIF(nn.Module):
     steps and the output ``[tmax, B, ...]`` is masked.  In eval mode with ``skip_masked`` only the kept
     T_l steps are computed and the output is ``[T_l, B, ...]``: the masked steps cost nothing here, and a
     consumer of the output processes only T_l steps.  ``dts=False`` gives a plain fixed-T LIF (all steps).
+    ``init_steps`` (default :func:`~spikevit.functional.dts.default_init_steps`) is the gate's initial T_l.
 
     ``track_hoyer``: in training, also keep ``self.hoyer`` = H(clip(H_pre / Vth, 0, 1)) over the kept steps
     (:func:`~spikevit.functional.dts.hoyer_square` of the pre-spike potentials H_pre[t] = leak U[t-1] + x[t],
@@ -73,7 +75,8 @@ class DTSSLIF(nn.Module):
         super().__init__()
         self.tmax, self.group = positive_int(tmax, "tmax"), group
         self.lif = LIF(leak, vth, gamma, detach_reset)
-        self.dtss = DTSS(tmax, tmax if init_steps is None else init_steps, min_steps) if dts else None
+        init_steps = default_init_steps(self.tmax) if init_steps is None else init_steps
+        self.dtss = DTSS(tmax, init_steps, min_steps) if dts else None
         self.skip_masked = True
         self.track_hoyer = False
         self.hoyer: torch.Tensor | None = None

@@ -121,15 +121,15 @@ def _dts(p: dict, groupings, lambdas, init: int, tmax: int, no_mask: bool = Fals
     """DTS runs from :func:`spikevit.dts.study_runs`, renamed with their initial / maximum time steps."""
     from spikevit.dts import StudyRun, study_runs
 
-    runs = study_runs(p["arch"], tmax, init, fixed_ts=(), lambdas=tuple(lambdas), groupings=tuple(groupings),
-                      no_mask=no_mask, min_steps=p["min_steps"], grouping=p["grouping"])
+    runs = study_runs(p["arch"], tmax=tmax, init_steps=init, fixed_ts=(), lambdas=tuple(lambdas),
+                      groupings=tuple(groupings), no_mask=no_mask, min_steps=p["min_steps"], grouping=p["grouping"])
     return [StudyRun(f"{r.name}-init{init}-max{tmax}", r.spec) for r in runs]
 
 
 def _fixed(p: dict, ts, baselines: str = "") -> list:
     from spikevit.dts import study_runs
 
-    return study_runs(p["arch"], 1, None, fixed_ts=tuple(ts), lambdas=(), groupings=(), no_mask=False,
+    return study_runs(p["arch"], tmax=1, fixed_ts=tuple(ts), lambdas=(), groupings=(), no_mask=False,
                       grouping=p["grouping"], baselines=baselines)
 
 
@@ -288,7 +288,7 @@ def fig2_groups(study_json: Path) -> list[dict]:
 
 
 def run(ctx: Context, p: dict) -> Path:
-    from spikevit.dts import run_study
+    from spikevit.dts import StudyParams, run_study
 
     runs = table_runs(p)
     config = train_config(p, ctx.device)
@@ -302,11 +302,14 @@ def run(ctx: Context, p: dict) -> Path:
     fig2_run = f"fixed-T{p['fig2_t']}" if table in ("fig2", "3-5") else None
     study_json = ctx.path("-study.json")
     study_json.parent.mkdir(parents=True, exist_ok=True)
-    res = run_study(runs, p["dataset"], None if ctx.data_root is None else str(ctx.data_root), config, work,
-                    study_json, p["train_subset"] or None, p["test_subset"] or None, p["img_size"] or None,
-                    fig2_run=fig2_run, eval_batches=p["eval_batches"] or None,
-                    command=ctx.command or f"spikevit reproduce {ctx.name}", data_seed=p["seed"])
-    rows, energy = res["rows"], res["energy"]
+    params = StudyParams(str(work), arch=p["arch"], tmax=p["tmax"], init_steps=p["init_steps"],
+                         min_steps=p["min_steps"], grouping=p["grouping"], train=config, dataset=p["dataset"],
+                         data_root=None if ctx.data_root is None else str(ctx.data_root),
+                         train_subset=p["train_subset"] or None, test_subset=p["test_subset"] or None,
+                         img_size=p["img_size"] or None, fig2_run=fig2_run, eval_batches=p["eval_batches"] or None,
+                         data_seed=p["seed"], json=str(study_json))
+    res = run_study(params, runs, command=ctx.command or f"spikevit reproduce {ctx.name}", verbose=False)
+    rows, energy = res.tables["runs"], res.tables["energy (Table V shape)"]
     tables, results = {}, {"runs": len(rows), "study_report": study_json.name, "work_dir": str(work)}
     if table == "1":
         tables["Table I / II: ours beside the paper"] = compare_table1(rows, p["dataset"])
@@ -338,6 +341,6 @@ def run(ctx: Context, p: dict) -> Path:
                 "a few epochs here, so larger values are used; Table IV rows are matched by rank of lambda_m. ")
              + "T = T_avg (Eq. 3); SA = spiking activity; SOPs per image; energy with the paper's 45 nm "
              "constants (AC 1.8 pJ, MAC 13.32 pJ, zero check 0.05 pJ) and membrane reads/writes.")
-    figures = [Path(f) for f in res["figures"]]
+    figures = [Path(f) for f in res.figures]
     return report(ctx, p, results, tables, title=f"DTS-SNN {'Fig. 2' if table == 'fig2' else 'Table ' + table}: "
                   f"ours beside the paper", notes=notes, figures=figures)

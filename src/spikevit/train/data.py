@@ -128,10 +128,14 @@ class EpochSampler(Sampler[int]):
         return (self.n // self.global_batch) * (self.global_batch // self.world)
 
 
-def make_loader(ds: Dataset, global_batch: int, rank: int, world: int, shuffle: bool, seed: int, workers: int,
-                pin_memory: bool = False) -> DataLoader:
-    """DataLoader over an :class:`EpochSampler`; its generator (worker seeds) is reseeded per epoch by the loop."""
-    sampler = EpochSampler(len(ds), global_batch, rank, world, shuffle, seed)
-    local = global_batch // world if shuffle else max(1, global_batch // world)
+def make_loader(ds: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, workers: int = 0,
+                rank: int = 0, world: int = 1, pin_memory: bool = False) -> DataLoader:
+    """DataLoader over an :class:`EpochSampler`; its generator (worker seeds) is reseeded per epoch by the loop.
+
+    ``batch_size`` is the GLOBAL batch: each of the ``world`` processes (this one is ``rank``) loads
+    ``batch_size / world`` samples per step.  The defaults give an evaluation loader: one process, fixed order.
+    """
+    sampler = EpochSampler(len(ds), batch_size, rank, world, shuffle, seed)
+    local = batch_size // world if shuffle else max(1, batch_size // world)
     return DataLoader(ds, batch_size=local, sampler=sampler, num_workers=workers, drop_last=False,
                       pin_memory=pin_memory, generator=torch.Generator(), persistent_workers=False)

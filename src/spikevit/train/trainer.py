@@ -104,10 +104,10 @@ def _fit(model, train_set, test_set, config, out_dir, hooks, run, resume, stop_a
     model.to(device)
     param_groups = (hooks.param_groups or default_param_groups)(model, config)
     opt = torch.optim.AdamW(param_groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
-    train_loader = make_loader(train_set, config.batch_size, info.rank, info.world_size, True, config.seed,
-                               config.workers, device.type == "cuda")
-    test_loader = make_loader(test_set, config.batch_size, info.rank, info.world_size, False, config.seed,
-                              config.workers, device.type == "cuda")
+    loader_kw = dict(seed=config.seed, workers=config.workers, rank=info.rank, world=info.world_size,
+                     pin_memory=device.type == "cuda")
+    train_loader = make_loader(train_set, config.batch_size, shuffle=True, **loader_kw)
+    test_loader = make_loader(test_set, config.batch_size, shuffle=False, **loader_kw)
     steps_per_epoch = len(train_loader)
     sched = CosineWarmup(opt, config.epochs * steps_per_epoch, round(config.warmup_epochs * steps_per_epoch),
                          config.lr, config.min_lr)
