@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from spikevit.dts.loss import mask_loss
+from spikevit.functional.dts import default_init_steps
 from spikevit.models import create_model
 from spikevit.reports import write_report
 from spikevit.runtime import pick_device
@@ -44,7 +45,7 @@ def _sync(device: torch.device) -> None:
 
 def step_seconds(arch: str, batch: int, tmax: int, dts: bool, device: torch.device, reps: int) -> list[float]:
     torch.manual_seed(0)
-    model = create_model(arch, num_classes=10, tmax=tmax, dts=dts, **({"init_steps": tmax // 2} if dts else {}))
+    model = create_model(arch, num_classes=10, tmax=tmax, dts=dts, **({"init_steps": default_init_steps(tmax)} if dts else {}))
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(1)
