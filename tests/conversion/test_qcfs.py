@@ -3,6 +3,8 @@ decoded rate code, its gradients are the straight-through / QCFS-LSQ ones, and a
 without loss."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -66,7 +68,7 @@ def test_quantiser_gradients_closed_form_and_finite_differences():
     # where the value is clipped, q = sign(x) theta is smooth in theta: the gradient is its true derivative
     i, c = torch.nonzero(~inside)[0].tolist()
     eps = 1e-6
-    q = lambda t: float(qcfs_quantise(x.detach()[i, c], t, steps))            # noqa: E731
+    q = lambda t: float(qcfs_quantise(x.detach()[i, c], t, steps))
     fd = (q(th.detach()[c] + eps) - q(th.detach()[c] - eps)) / (2 * eps)
     assert fd == pytest.approx(float(torch.sign(x.detach()[i, c])), abs=1e-6)
 
@@ -224,7 +226,7 @@ def test_bad_input_is_a_clear_error(tmp_path):
     with pytest.raises(SpikevitError, match="not a quantisation-aware model"):
         spiking_model(ann)
     state = neuron_state(qat)
-    key = sorted(k for k in state if k.endswith(".theta"))[0]
+    key = min(k for k in state if k.endswith(".theta"))
     with pytest.raises(SpikevitError, match="NaN"):
         convert(ann, 4, spiking="all", neurons={**state, key: torch.full_like(state[key], float("nan"))})
     with pytest.raises(SpikevitError, match="> 0"):
@@ -239,3 +241,39 @@ def test_bad_input_is_a_clear_error(tmp_path):
     (tmp_path / "x.safetensors").write_bytes(b"not a file")
     with pytest.raises(SpikevitError):
         load_neurons(tmp_path / "x.safetensors")
+
+
+def test_cli_finetune_then_run_with_the_learned_neurons(tmp_path, data_slices, capsys):
+    from spikevit.cli.main import main
+    from spikevit.data import load_dataset
+    from spikevit.train import build_transforms, load_trained_model, save_model, seeded_subset
+    from spikevit.train.evaluate import evaluate
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "model.safetensors"
+    save_model(ckpt, create_model("vit-cifar-micro"),
+               {"model": "vit-cifar-micro", "model_kwargs": {"num_classes": 10}, "dataset": "cifar10"})
+    out = tmp_path / "ft"
+    common = ["--model", "vit-cifar-micro", "--dataset", "cifar10", "--data-root", str(data_slices), "--steps", "4",
+              "--spiking", "all"]
+    assert main(["convert", "finetune", *common, "--checkpoint", str(ckpt), "--train-images", "32", "--batch-size",
+                 "16", "--calibration-samples", "8", "--device", "cpu", "--out", str(out),
+                 "--json", str(tmp_path / "ft.json")]) == 0
+    doc = json.loads((tmp_path / "ft.json").read_text())
+    assert doc["results"]["optimizer_steps"] == 2 and doc["results"]["lossless_check"]["max_abs_diff"] < 1e-4
+    assert main(["convert", "run", *common, "--checkpoint", str(out / "model.safetensors"), "--neurons",
+                 str(out / "neurons.safetensors"), "--test-subset", "20", "--batch-size", "10", "--no-layer-by-layer",
+                 "--energy-batches", "1", "--sweep-steps", "", "--json", str(tmp_path / "run.json")]) == 0
+    run_doc = json.loads((tmp_path / "run.json").read_text())
+    # the pipeline's spiking model is the one rebuilt from the two files
+    ann, _ = load_trained_model(out / "model.safetensors")
+    snn = convert(ann.eval(), 4, spiking="all", coding="rate", neurons=load_neurons(out / "neurons.safetensors")[0])
+    test = seeded_subset(load_dataset("cifar10", str(data_slices), "test", build_transforms("cifar10", False, False)),
+                         20, 1)
+    res = evaluate(snn, torch.utils.data.DataLoader(test, batch_size=10), "cpu")
+    assert run_doc["results"]["snn"]["acc1"] == res["acc1"] and run_doc["results"]["snn"]["samples"] == 20
+    assert run_doc["config"]["neurons"] == str(out / "neurons.safetensors")
+    capsys.readouterr()
+    assert main(["convert", "run", *common, "--checkpoint", str(ckpt), "--neurons", str(tmp_path / "none.st")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("spikevit: error:") and "--neurons" in err and "\n" not in err

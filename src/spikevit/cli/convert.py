@@ -137,9 +137,61 @@ def register(sub) -> None:
     p.add_argument("--sweep-steps", type=_steps_tuple, default=D("sweep_steps"),
                    help="K values of the error sweep, e.g. 4-16 or 8,12 ('' to skip; default 4-16)")
     p.add_argument("--seed", type=arg_non_negative_int, default=D("seed"))
+    p.add_argument("--neurons", default=D("neurons"), help="spiking-neuron parameters learned by `convert finetune` "
+                   "(its neurons.safetensors): used instead of calibrated thresholds")
     add_device_arg(p)
     add_json_arg(p, "results/conversion/run.json")
     p.set_defaults(func=cmd_run)
+    _register_finetune(cmds)
+
+
+def _register_finetune(cmds) -> None:
+    """``spikevit convert finetune``: one option per field of :class:`spikevit.conversion.qcfs.FinetuneParams`."""
+    from spikevit.conversion.qcfs import FinetuneParams
+
+    D = FinetuneParams.default
+    p = cmds.add_parser("finetune", help="quantisation-aware (QCFS) fine-tuning before a rate-coded conversion",
+                        formatter_class=HELP_FMT,
+                        description="spikevit.conversion.qcfs.finetune_run(FinetuneParams): fine-tunes the model "
+                                    "with the rate-coded neurons' quantisers (learnable thresholds) in place, writes "
+                                    "<out>/model.safetensors and <out>/neurons.safetensors; measure the spiking model "
+                                    "with `spikevit convert run --checkpoint <out>/model.safetensors --neurons "
+                                    "<out>/neurons.safetensors` at the same --steps / --spiking.")
+    p.add_argument("--model", required=True, help="as for `convert run`")
+    p.add_argument("--checkpoint", default=D("checkpoint"), help="as for `convert run`")
+    add_data_args(p, D("dataset"))
+    p.add_argument("--steps", type=arg_positive_int, default=D("steps"), help="SI-exp K and T of the rate code")
+    p.add_argument("--spiking", default=D("spiking"), choices=("attention", "all"))
+    p.add_argument("--coding-steps", type=arg_positive_int, default=D("coding_steps"), help="T (default --steps)")
+    p.add_argument("--train-images", type=arg_positive_int, default=D("train_images"),
+                   help="seeded augmented training images of the one pass")
+    p.add_argument("--batch-size", type=arg_positive_int, default=D("batch_size"))
+    p.add_argument("--lr", type=arg_positive_float, default=D("lr"))
+    p.add_argument("--min-lr", type=arg_positive_float, default=D("min_lr"), help="default --lr / 100")
+    p.add_argument("--warmup-epochs", type=arg_finite_float, default=D("warmup_epochs"))
+    p.add_argument("--weight-decay", type=arg_finite_float, default=D("weight_decay"))
+    p.add_argument("--label-smoothing", type=arg_finite_float, default=D("label_smoothing"))
+    p.add_argument("--clip-grad", type=arg_positive_float, default=D("clip_grad"))
+    p.add_argument("--theta-lr-scale", type=arg_positive_float, default=D("theta_lr_scale"),
+                   help="the thresholds learn this many times faster")
+    p.add_argument("--calibration-samples", type=arg_positive_int, default=D("calibration_samples"))
+    p.add_argument("--img-size", type=arg_positive_int, default=D("img_size"))
+    p.add_argument("--workers", type=arg_non_negative_int, default=D("workers"))
+    p.add_argument("--seed", type=arg_non_negative_int, default=D("seed"))
+    add_device_arg(p)
+    p.add_argument("--out", default=D("out"), help="folder for model.safetensors and neurons.safetensors")
+    add_json_arg(p)
+    p.set_defaults(func=cmd_finetune)
+
+
+def cmd_finetune(args) -> int:
+    from dataclasses import fields
+
+    from spikevit.conversion.qcfs import FinetuneParams, finetune_run
+
+    finetune_run(FinetuneParams(**{f.name: getattr(args, f.name) for f in fields(FinetuneParams)}),
+                 command=args.command_line)
+    return 0
 
 
 def _config(args) -> dict:

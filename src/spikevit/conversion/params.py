@@ -49,6 +49,8 @@ class ConversionParams:
     sweep_steps:  K values of the spiking-softmax error sweep (empty: no sweep)
     skip_bad_images: decode every image up front and leave out the unreadable ones (else: stop at the first)
     json:         write the report here (JSON + markdown + CSVs + plots); None: only return it
+    neurons:      a file of spiking-neuron parameters (``spikevit convert finetune``'s ``neurons.safetensors``,
+                  :func:`spikevit.conversion.qcfs.save_neurons`): learned thresholds instead of calibrated ones
 
     Values are checked when the object is made (a :class:`~spikevit.errors.SpikevitError` naming the field).
     """
@@ -81,6 +83,7 @@ class ConversionParams:
     json: str | None = None
     download: bool = False
     skip_bad_images: bool = False
+    neurons: str | None = None
 
     def __post_init__(self):
         def put(name, value):

@@ -82,6 +82,7 @@ class _Setup:
     energy: object
     desc: dict
     own_squeeze: str | None
+    neurons: dict | None = None        # given spiking-neuron parameters (ConversionParams.neurons)
 
 
 def _prepare(p: ConversionParams) -> _Setup:
@@ -92,7 +93,7 @@ def _prepare(p: ConversionParams) -> _Setup:
     from spikevit.train import build_transforms, seeded_subset
 
     if p.json is not None:
-        check_output(p.json, "--json", inputs=[p.checkpoint])
+        check_output(p.json, "--json", inputs=[p.checkpoint, p.neurons])
     energy = get_energy_model(p.energy_model, e_mac=p.e_mac, e_ac=p.e_ac)
     spec = dataset_spec(p.dataset)
     seed_everything(p.seed)
@@ -116,7 +117,13 @@ def _prepare(p: ConversionParams) -> _Setup:
                              skip_bad_images=p.skip_bad_images)
         cal = seeded_subset(train, p.calibration_samples, p.seed + 2)
         calibration = torch.stack([cal[i][0] for i in range(min(p.calibration_samples, len(cal)))])
-    return _Setup(net, loader, dev, calibration, energy, desc, own)
+    neurons = None
+    if p.neurons is not None:
+        from spikevit.conversion.qcfs import load_neurons
+        from spikevit.validation import check_input_file
+
+        neurons = load_neurons(check_input_file(p.neurons, "--neurons"))[0]
+    return _Setup(net, loader, dev, calibration, energy, desc, own, neurons)
 
 
 def _convert_kwargs(p: ConversionParams, calibration) -> dict:
@@ -140,7 +147,7 @@ def _layer_by_layer(p: ConversionParams, s: _Setup, say) -> tuple[nn.Module, nn.
              "samples": base["samples"]}]
     snn = None
     for n in range(1, n_blocks + 1) if p.layer_by_layer else [n_blocks]:
-        snn = convert(s.net, p.steps, blocks=n, **_convert_kwargs(p, s.calibration))
+        snn = convert(s.net, p.steps, blocks=n, neurons=s.neurons, **_convert_kwargs(p, s.calibration))
         res = evaluate(snn, s.loader, s.device, desc=f"SNN {n}/{n_blocks}")
         rows.append({"blocks_converted": n, "acc1": res["acc1"], "acc_change": res["acc1"] - base["acc1"],
                      "loss": res["loss"], "samples": res["samples"]})

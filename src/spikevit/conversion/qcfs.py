@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -35,6 +38,7 @@ from spikevit.nn.qcfs import StraightThrough
 from spikevit.nn.spike_coding import SpikeEncoder
 from spikevit.nn.spiking_softmax import FewSpikeActivation
 from spikevit.tensorio import load_tensors, save_tensors
+from spikevit.validation import check_output, device_name, finite_float, non_negative_int, positive_int
 
 NEURONS_KIND = "spikevit-neurons"
 
@@ -227,5 +231,178 @@ def load_neurons(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return load_tensors(path, NEURONS_KIND)
 
 
-__all__ = ["NEURONS_KIND", "ann_state_dict", "finetune", "load_neurons", "neuron_state", "quantisation_aware",
+# ----------------------------------------------------------------------------------------------------------
+# the whole fine-tune as one library call (``spikevit convert finetune``)
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FinetuneParams:
+    """Quantisation-aware fine-tuning of a trained model (:func:`finetune_run`), before a rate-coded conversion.
+
+    model / checkpoint: as :class:`~spikevit.conversion.ConversionParams` (registry name + spikevit model file,
+        ``torchvision:NAME`` / ``timm:NAME`` + state dict, ``file:PATH``)
+    steps:        SI-exp K and, unless ``coding_steps`` is given, T of the rate-coded IF pairs
+    spiking:      ``"attention"`` or ``"all"``
+    train_images: seeded augmented training images of the one pass (None: the whole training split)
+    batch_size / lr / min_lr / warmup_epochs / weight_decay / label_smoothing / clip_grad: the trainer's
+        (:class:`~spikevit.train.TrainConfig`); ``min_lr`` None: ``lr / 100``
+    theta_lr_scale: the thresholds' learning rate is ``lr`` times this
+    calibration_samples: seeded training images that initialise the thresholds (as in conversion)
+    out:          folder for ``model.safetensors`` (fine-tuned weights, same format as the input) and
+        ``neurons.safetensors`` (:func:`neuron_state`: thresholds, few-spike activations)
+    """
+
+    model: str
+    checkpoint: str | None = None
+    dataset: str = "cifar10"
+    data_root: str | None = None
+    steps: int = 4
+    spiking: str = "all"
+    coding_steps: int | None = None
+    train_images: int | None = 25600
+    batch_size: int = 128
+    lr: float = 2e-4
+    min_lr: float | None = None
+    warmup_epochs: float = 0.05
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    clip_grad: float | None = 1.0
+    theta_lr_scale: float = 10.0
+    calibration_samples: int = 256
+    img_size: int | None = None
+    workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+    out: str = "runs/qcfs"
+    json: str | None = None
+    download: bool = False
+    skip_bad_images: bool = False
+
+    def __post_init__(self):
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        require(isinstance(self.model, str) and self.model, f"model must be a non-empty name, got {self.model!r}")
+        require(self.spiking in ("attention", "all"), f"spiking={self.spiking!r}: quantisation-aware fine-tuning "
+                "is for the rate-coded levels 'attention' and 'all'")
+        for name in ("steps", "batch_size", "calibration_samples"):
+            put(name, positive_int(getattr(self, name), name))
+        for name in ("coding_steps", "train_images", "img_size"):
+            if getattr(self, name) is not None:
+                put(name, positive_int(getattr(self, name), name))
+        for name in ("workers", "seed"):
+            put(name, non_negative_int(getattr(self, name), name))
+        for name in ("lr", "theta_lr_scale"):
+            put(name, finite_float(getattr(self, name), name, minimum=0.0, strictly=True))
+        for name in ("warmup_epochs", "weight_decay", "label_smoothing"):
+            put(name, finite_float(getattr(self, name), name, minimum=0.0))
+        for name in ("min_lr", "clip_grad"):
+            if getattr(self, name) is not None:
+                put(name, finite_float(getattr(self, name), name, minimum=0.0, strictly=name == "clip_grad"))
+        put("device", device_name(self.device, "device"))
+        from spikevit.conversion.params import available
+
+        require(self.steps in available("exp"),
+                f"steps={self.steps}: no shipped SI-exp neuron (available K: {available('exp')})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def default(cls, name: str):
+        """The default of field ``name`` (the CLI reads its defaults from here)."""
+        return cls.__dataclass_fields__[name].default
+
+
+def finetune_run(params: FinetuneParams, *, command: str | None = None, verbose: bool = True):
+    """Fine-tune ``params.model`` quantisation-aware and write the fine-tuned weights and neurons.
+
+    Loads the model (:func:`~spikevit.conversion.resolve_model`), calibrates the thresholds on
+    ``calibration_samples`` seeded training images, fine-tunes with :func:`finetune` over ``train_images``
+    seeded augmented training images (1,000 seeded test images evaluated at the end), writes
+    ``<out>/model.safetensors`` and ``<out>/neurons.safetensors``, and checks that the spiking model rebuilt
+    from those files gives the fine-tuned model's logits.  Returns the :class:`~spikevit.reports.Report`
+    (written to ``params.json`` when set).  Convert / measure the result with
+    ``spikevit convert run --checkpoint <out>/model.safetensors --neurons <out>/neurons.safetensors``.
+    """
+    import sys
+
+    import torch.nn.functional as F
+
+    from spikevit.conversion.converter import convert
+    from spikevit.conversion.resolve import resolve_model
+    from spikevit.data import dataset_spec, load_dataset
+    from spikevit.reports import Report
+    from spikevit.runtime import pick_device, seed_everything
+    from spikevit.train import TrainConfig, build_datasets, build_transforms, save_model, seeded_subset
+
+    require(isinstance(params, FinetuneParams), f"finetune_run() takes a FinetuneParams, got {type(params).__name__}")
+    p = params
+    out = Path(p.out)
+    model_file, neurons_file = out / "model.safetensors", out / "neurons.safetensors"
+    for f, what in ((model_file, "--out (model file)"), (neurons_file, "--out (neurons file)")):
+        check_output(f, what, inputs=[p.checkpoint])
+    if p.json is not None:
+        check_output(p.json, "--json", inputs=[p.checkpoint, str(model_file), str(neurons_file)])
+    seed_everything(p.seed)
+    dev = pick_device(p.device)
+    spec = dataset_spec(p.dataset)
+    net, desc = resolve_model(p.model, p.checkpoint, num_classes=spec.num_classes, img_size=p.img_size)
+    net = net.to(dev).eval()
+    plain = build_transforms(p.dataset, False, False, p.img_size)
+    cal_set = seeded_subset(load_dataset(p.dataset, p.data_root, "train", plain, p.download,
+                                         skip_bad_images=p.skip_bad_images), p.calibration_samples, p.seed + 2)
+    cal = torch.stack([cal_set[i][0] for i in range(len(cal_set))]).to(dev)
+    train_set, test_set = build_datasets(p.dataset, p.data_root, augment=True, img_size=p.img_size,
+                                         train_subset=p.train_images, test_subset=1000, seed=p.seed,
+                                         download=p.download, skip_bad_images=p.skip_bad_images)
+    qat = quantisation_aware(net, p.steps, spiking=p.spiking, calibration=cal, coding_steps=p.coding_steps)
+    config = TrainConfig(epochs=1, batch_size=p.batch_size, lr=p.lr, min_lr=p.lr / 100 if p.min_lr is None else p.min_lr,
+                         warmup_epochs=p.warmup_epochs, weight_decay=p.weight_decay, label_smoothing=p.label_smoothing,
+                         clip_grad=p.clip_grad, seed=p.seed, workers=p.workers, device=str(dev))
+    t0 = time.perf_counter()
+    res = finetune(qat, train_set, test_set, config, theta_lr_scale=p.theta_lr_scale)
+    seconds = time.perf_counter() - t0
+    info = {"model": p.model, "checkpoint": p.checkpoint, "steps": p.steps, "coding_steps": p.coding_steps or p.steps,
+            "spiking": p.spiking, "train_images": len(train_set), "optimizer_steps": len(train_set) // p.batch_size,
+            "train_seconds": round(seconds, 1)}
+    ann = copy.deepcopy(net)
+    ann.load_state_dict(ann_state_dict(qat))
+    if "run" in desc:                                   # registry model: a spikevit model file again
+        save_model(model_file, ann, {**desc["run"], "qcfs": info}, {"quantisation_aware_test_subset": res.final})
+    else:                                               # torchvision / timm: a plain state dict
+        from safetensors.torch import save_file
+
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in ann.state_dict().items()}, str(model_file))
+    save_neurons(neurons_file, neuron_state(qat), info)
+    # the spiking model rebuilt from the files computes what the fine-tuned model computes
+    snn = convert(ann.eval(), p.steps, spiking=p.spiking, coding="rate", coding_steps=p.coding_steps,
+                  neurons=load_neurons(neurons_file)[0])
+    probe = torch.stack([test_set[i][0] for i in range(min(64, len(test_set)))]).to(dev)
+    with torch.no_grad():
+        a, b = qat.eval()(probe), snn(probe)
+    check = {"max_abs_diff": float((a - b).abs().max()),
+             "cosine": float(F.cosine_similarity(a.flatten().double(), b.flatten().double(), 0)),
+             "same_argmax_fraction": float((a.argmax(1) == b.argmax(1)).float().mean()), "images": len(probe)}
+    history = [{"epoch": h["epoch"], "train_loss": h["train"].get("loss"), "train_acc1": h["train"].get("acc1"),
+                "test_subset_acc1": h.get("test", {}).get("acc1")} for h in res.history]
+    report = Report(command or ("spikevit " + " ".join(sys.argv[1:])), p.to_dict(),
+                    {**info, "test_subset": res.final, "lossless_check": check, "model_file": str(model_file),
+                     "neurons_file": str(neurons_file)}, tables={"finetune": history},
+                    title=f"Quantisation-aware fine-tuning of {p.model} (spiking = {p.spiking}, T = {info['coding_steps']})",
+                    notes=f"One pass over {len(train_set)} seeded augmented training images ({info['optimizer_steps']} "
+                          f"AdamW steps, {seconds:.0f} s); thresholds initialised on {p.calibration_samples} seeded "
+                          "training images and learned; test_subset: the quantisation-aware model on 1,000 seeded "
+                          "test images; lossless_check: its logits against the spiking model rebuilt from the "
+                          "written files.")
+    if p.json:
+        report.write(p.json)
+    if verbose:
+        print(f"fine-tuned {info['optimizer_steps']} steps in {seconds:.0f} s: {res.final.get('acc1', float('nan')):.2f}% "
+              f"on 1,000 test images (quantisation-aware); wrote {model_file} and {neurons_file} (spiking model "
+              f"vs fine-tuned: max |logit diff| {check['max_abs_diff']:.2g})", flush=True)
+    return report
+
+
+__all__ = ["NEURONS_KIND", "FinetuneParams", "finetune_run", "ann_state_dict", "finetune", "load_neurons", "neuron_state", "quantisation_aware",
            "save_neurons", "spiking_model", "threshold_param_groups", "thresholds_of"]
