@@ -15,8 +15,15 @@ from torch.utils.data import TensorDataset
 from spikevit.cli.dts import run_params, study_params
 from spikevit.cli.main import build_parser
 from spikevit.cli.main import main as cli_main
-from spikevit.dts import (DTS_TRAIN_DEFAULTS, STUDY_TRAIN_DEFAULTS, DTSRunParams, DTSSpec, StudyParams, run,
-                          run_study)
+from spikevit.dts import (
+    DTS_TRAIN_DEFAULTS,
+    STUDY_TRAIN_DEFAULTS,
+    DTSRunParams,
+    DTSSpec,
+    StudyParams,
+    run,
+    run_study,
+)
 from spikevit.dts.loss import parse_groups
 from spikevit.dts.params import field_default
 from spikevit.errors import SpikevitError
@@ -213,7 +220,7 @@ def test_make_loader_settings_are_keywords():
     assert batches == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11]]
     with pytest.raises(TypeError):
         make_loader(ds, 5, 0, 1, False, 0, 0)
-    shuffled = [y.tolist() for _, y in make_loader(ds, 4, shuffle=True, seed=3)]
-    assert sorted(sum(shuffled, [])) == list(range(12)) and sum(shuffled, []) != list(range(12))
-    ranks = [[y.tolist() for _, y in make_loader(ds, 4, rank=r, world=2)] for r in (0, 1)]
-    assert sum(ranks[0], []) == list(range(0, 12, 2)) and sum(ranks[1], []) == list(range(1, 12, 2))
+    shuffled = [i for _, y in make_loader(ds, 4, shuffle=True, seed=3) for i in y.tolist()]
+    assert sorted(shuffled) == list(range(12)) and shuffled != list(range(12))
+    ranks = [[i for _, y in make_loader(ds, 4, rank=r, world=2) for i in y.tolist()] for r in (0, 1)]
+    assert ranks == [list(range(0, 12, 2)), list(range(1, 12, 2))]

@@ -6,21 +6,46 @@ from pathlib import Path
 
 from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
 from spikevit.cli.train import add_train_args, config_from_args
-from spikevit.dts.params import (DTS_DEFAULTS, DTS_TRAIN_DEFAULTS, LOSSES, STUDY_TRAIN_DEFAULTS, DTSRunParams,
-                                 DTSSpec, StudyParams, baseline_list, field_default, float_list, grouping_list,
-                                 int_list, name_list)
+from spikevit.dts.params import (
+    DTS_DEFAULTS,
+    DTS_TRAIN_DEFAULTS,
+    LOSSES,
+    STUDY_TRAIN_DEFAULTS,
+    DTSRunParams,
+    DTSSpec,
+    StudyParams,
+    baseline_list,
+    field_default,
+    float_list,
+    grouping_list,
+    int_list,
+    name_list,
+)
 from spikevit.functional.dts import default_init_steps
 from spikevit.models.spikformer import GROUPINGS
-from spikevit.validation import (arg_finite_float, arg_float_range, arg_non_negative_float, arg_non_negative_int,
-                                 arg_positive_int, argtype)
+from spikevit.validation import (
+    arg_finite_float,
+    arg_float_range,
+    arg_non_negative_float,
+    arg_non_negative_int,
+    arg_positive_int,
+    argtype,
+)
 
-STUDY = lambda name: field_default(StudyParams, name)   # noqa: E731  (the study's option defaults)
-RUN = lambda name: field_default(DTSRunParams, name)    # noqa: E731
+
+def _study_default(name: str):
+    """The default of :class:`StudyParams` field ``name`` (a ``dts study`` option default)."""
+    return field_default(StudyParams, name)
+
+
+def _run_default(name: str):
+    """The default of :class:`DTSRunParams` field ``name`` (a ``dts train`` option default)."""
+    return field_default(DTSRunParams, name)
 
 
 def _add_dts_args(p: argparse.ArgumentParser, study: bool = False) -> None:
     """The DTSSpec options (defaults from :data:`DTS_DEFAULTS`; the study's from :class:`StudyParams`)."""
-    d = STUDY if study else (lambda name: getattr(DTS_DEFAULTS, name))
+    d = _study_default if study else (lambda name: getattr(DTS_DEFAULTS, name))
     g = p.add_argument_group("dynamic time steps")
     g.add_argument("--arch", default=d("arch"), help="Spikformer variant from the registry (spikformer-N-D)")
     g.add_argument("--tmax", type=arg_positive_int, default=d("tmax"),
@@ -111,9 +136,9 @@ def register(sub) -> None:
                                     "(kill and rerun to resume), torchrun DDP. Ends with an evaluation report "
                                     "(accuracy, T_l, T_avg, spiking activity, SOPs, energy). The library call: "
                                     "spikevit.dts.run(DTSRunParams(...)).")
-    add_data_args(p, RUN("dataset")); _add_dts_args(p); _train_budget(p, DTS_TRAIN_DEFAULTS)
-    add_device_arg(p); add_json_arg(p, RUN("json"))
-    p.add_argument("--eval-batches", type=arg_positive_int, default=RUN("eval_batches"),
+    add_data_args(p, _run_default("dataset")); _add_dts_args(p); _train_budget(p, DTS_TRAIN_DEFAULTS)
+    add_device_arg(p); add_json_arg(p, _run_default("json"))
+    p.add_argument("--eval-batches", type=arg_positive_int, default=_run_default("eval_batches"),
                    help="limit the final measurement to N test batches")
     p.set_defaults(func=cmd_train)
 
@@ -127,7 +152,7 @@ def register(sub) -> None:
     p.add_argument("--test-subset", type=arg_positive_int, default=None)
     p.add_argument("--img-size", type=arg_positive_int, default=None)
     p.add_argument("--max-batches", type=arg_positive_int, default=None)
-    p.add_argument("--energy-model", default=STUDY("energy_model"))
+    p.add_argument("--energy-model", default=_study_default("energy_model"))
     p.add_argument("--fig2", default=None, metavar="PNG", help="also plot LIF input histograms step 1 vs later")
     p.set_defaults(func=cmd_evaluate)
 
@@ -136,31 +161,31 @@ def register(sub) -> None:
                         description="Trains every run with the same budget (resumable; finished runs are "
                                     "skipped), measures them and writes one report with plots. The library call: "
                                     "spikevit.dts.run_study(StudyParams(...)).")
-    add_data_args(p, STUDY("dataset")); _add_dts_args(p, study=True); _train_budget(p, STUDY_TRAIN_DEFAULTS)
-    add_device_arg(p); add_json_arg(p, STUDY("json"))
-    p.add_argument("--fixed-t", type=argtype(int_list, "comma list of T"), default=STUDY("fixed_t"),
+    add_data_args(p, _study_default("dataset")); _add_dts_args(p, study=True); _train_budget(p, STUDY_TRAIN_DEFAULTS)
+    add_device_arg(p); add_json_arg(p, _study_default("json"))
+    p.add_argument("--fixed-t", type=argtype(int_list, "comma list of T"), default=_study_default("fixed_t"),
                    help="T of the fixed-T baselines (comma list; '' for none)")
-    p.add_argument("--lambdas", type=argtype(float_list, "comma list of lambda_m"), default=STUDY("lambdas"),
+    p.add_argument("--lambdas", type=argtype(float_list, "comma list of lambda_m"), default=_study_default("lambdas"),
                    help="lambda_m values of the DTS runs (comma list)")
-    p.add_argument("--groupings", type=argtype(grouping_list, "';'-separated groupings"), default=STUDY("groupings"),
+    p.add_argument("--groupings", type=argtype(grouping_list, "';'-separated groupings"), default=_study_default("groupings"),
                    help="';'-separated mask-loss groupings of the DTS runs, e.g. 'qkv+mlp;all'")
     p.add_argument("--no-nomask", action="store_true", help="skip the DTS run without mask loss")
-    p.add_argument("--baselines", type=argtype(baseline_list, "METHOD:T items"), default=STUDY("baselines"),
+    p.add_argument("--baselines", type=argtype(baseline_list, "METHOD:T items"), default=_study_default("baselines"),
                    help="Table II baselines as METHOD:T items, e.g. 'tet:2,hoyer:2': fixed-T Spikformers trained "
                         "with the TET loss / the Hoyer regulariser, same budget")
-    p.add_argument("--runs", type=argtype(name_list, "comma list of run names"), default=STUDY("runs"),
+    p.add_argument("--runs", type=argtype(name_list, "comma list of run names"), default=_study_default("runs"),
                    help="comma list: only train/measure these runs (split a study over processes); the report "
                         "covers every finished run")
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--report-only", action="store_true", help="train nothing: report the runs already measured")
-    p.add_argument("--eval-batches", type=arg_positive_int, default=STUDY("eval_batches"))
-    p.add_argument("--energy-model", default=STUDY("energy_model"))
-    p.add_argument("--data-seed", type=arg_non_negative_int, default=STUDY("data_seed"),
+    p.add_argument("--eval-batches", type=arg_positive_int, default=_study_default("eval_batches"))
+    p.add_argument("--energy-model", default=_study_default("energy_model"))
+    p.add_argument("--data-seed", type=arg_non_negative_int, default=_study_default("data_seed"),
                    help="seed of the train/test subsets (default --seed): keep it fixed across seed replicates")
     p.add_argument("--replicate", action="append", default=[], metavar="LABEL=DIR",
                    help="a study directory of the same runs trained with another --seed; reported beside this "
                         "one with the spread (repeatable)")
-    p.add_argument("--fig2-run", default=STUDY("fig2_run"), metavar="RUN",
+    p.add_argument("--fig2-run", default=_study_default("fig2_run"), metavar="_run_default",
                    help="the run whose LIF inputs are plotted for Fig. 2 (default: the fixed-T run with the "
                         "largest T)")
     p.set_defaults(func=cmd_study)

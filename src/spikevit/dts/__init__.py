@@ -11,16 +11,22 @@ Settings live in :mod:`spikevit.dts.params` (defaults written once; ``spikevit d
 from spikevit.dts.fig2 import cosine_similarity, input_histograms, plot_histograms
 from spikevit.dts.loss import DEFAULT_MASK_GROUPS, MASK_GROUPS, gated_layers, mask_loss, mask_steps, parse_groups
 from spikevit.dts.metrics import DTSMeasurement, measure
-from spikevit.dts.params import (DTS_DEFAULTS, DTS_TRAIN_DEFAULTS, STUDY_TRAIN_DEFAULTS, DTSRunParams, DTSSpec,
-                                 StudyParams)
+from spikevit.dts.params import (
+    DTS_DEFAULTS,
+    DTS_TRAIN_DEFAULTS,
+    STUDY_TRAIN_DEFAULTS,
+    DTSRunParams,
+    DTSSpec,
+    StudyParams,
+)
 from spikevit.dts.pipeline import run
 from spikevit.dts.study import StudyRun, run_study, runs_of, study_report, study_runs
 from spikevit.dts.train import build_dts_model, dts_hooks, time_step_metrics, train_dts
 
 __all__ = [
-    "DTSSpec", "DTSRunParams", "StudyParams", "DTS_DEFAULTS", "DTS_TRAIN_DEFAULTS", "STUDY_TRAIN_DEFAULTS", "run",
-    "train_dts", "build_dts_model", "dts_hooks", "time_step_metrics", "mask_loss", "mask_steps",
-    "parse_groups", "gated_layers", "MASK_GROUPS", "DEFAULT_MASK_GROUPS", "measure", "DTSMeasurement",
-    "input_histograms", "plot_histograms", "cosine_similarity", "StudyRun", "study_runs", "runs_of", "run_study",
-    "study_report",
+    "DEFAULT_MASK_GROUPS", "DTS_DEFAULTS", "DTS_TRAIN_DEFAULTS", "MASK_GROUPS", "STUDY_TRAIN_DEFAULTS",
+    "DTSMeasurement", "DTSRunParams", "DTSSpec", "StudyParams", "StudyRun", "build_dts_model",
+    "cosine_similarity", "dts_hooks", "gated_layers", "input_histograms", "mask_loss", "mask_steps", "measure",
+    "parse_groups", "plot_histograms", "run", "run_study", "runs_of", "study_report", "study_runs",
+    "time_step_metrics", "train_dts"
 ]

@@ -15,7 +15,12 @@ from spikevit.errors import SpikevitError, require
 from spikevit.functional.dts import default_init_steps
 from spikevit.models.spikformer import DEFAULT_GROUPING, GROUPINGS
 from spikevit.train import TrainConfig
-from spikevit.validation import finite_float, non_negative_float, non_negative_int, positive_int
+from spikevit.validation import (
+    finite_float,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+)
 
 LOSSES = ("ce", "tet")
 BASELINES = ("tet", "hoyer")  # the DTS paper's Table II methods that are losses on the same Spikformer
@@ -360,6 +365,8 @@ class StudyParams:
         return d
 
 
-__all__ = ["DTSSpec", "DTSRunParams", "StudyParams", "DTS_DEFAULTS", "DTS_TRAIN_DEFAULTS", "STUDY_TRAIN_DEFAULTS",
-           "LOSSES", "BASELINES", "MASK_GROUPS", "field_default", "parse_baselines", "int_list", "float_list",
-           "grouping_list", "baseline_list", "name_list"]
+__all__ = [
+    "BASELINES", "DTS_DEFAULTS", "DTS_TRAIN_DEFAULTS", "LOSSES", "MASK_GROUPS", "STUDY_TRAIN_DEFAULTS",
+    "DTSRunParams", "DTSSpec", "StudyParams", "baseline_list", "field_default", "float_list", "grouping_list",
+    "int_list", "name_list", "parse_baselines"
+]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from spikevit.dts.fig2 import input_histograms, plot_histograms
@@ -17,15 +17,23 @@ from spikevit.dts.loss import MASK_GROUPS, parse_groups
 from spikevit.dts.metrics import DTSMeasurement, measure
 from spikevit.dts.params import BASELINES, StudyParams, field_default, parse_baselines
 from spikevit.dts.train import DTSSpec, train_dts
-from spikevit.energy.dts import MembraneOps, SynapticOps, ann_energy, normalised_energy, snn_energy
+from spikevit.energy.dts import (
+    MembraneOps,
+    SynapticOps,
+    ann_energy,
+    normalised_energy,
+    snn_energy,
+)
 from spikevit.errors import SpikevitError, require
 from spikevit.reports import Report, pyplot, save_figure
 from spikevit.runtime import pick_device
 from spikevit.train import build_datasets, load_trained_model
 from spikevit.train.data import make_loader
 
-__all__ = ["StudyRun", "study_runs", "run_study", "study_report", "replicate_rows", "parse_baselines", "BASELINES",
-           "evaluate_model_file"]
+__all__ = [
+    "BASELINES", "StudyRun", "evaluate_model_file", "parse_baselines", "replicate_rows", "run_study",
+    "study_report", "study_runs"
+]
 
 
 @dataclass
@@ -38,15 +46,14 @@ def _lam_name(lam: float) -> str:
     return f"{lam:.0e}".replace("e-0", "e-").replace("e+0", "e")
 
 
-def _d(name: str):
-    return field_default(StudyParams, name)
+_D = {f.name: field_default(StudyParams, f.name) for f in fields(StudyParams) if f.name != "out"}  # the defaults
 
 
-def study_runs(arch: str = _d("arch"), *, tmax: int = _d("tmax"), init_steps: int | None = _d("init_steps"),
-               fixed_ts=_d("fixed_t"), lambdas=_d("lambdas"), groupings=_d("groupings"), no_mask: bool = _d("nomask"),
-               min_steps: int = _d("min_steps"), model_args: dict | None = None, grouping: str = _d("grouping"),
-               baselines=_d("baselines"), tet_lambda: float = _d("tet_lambda"), tet_phi: float = _d("tet_phi"),
-               hoyer_lambda: float = _d("hoyer_lambda")) -> list[StudyRun]:
+def study_runs(arch: str = _D["arch"], *, tmax: int = _D["tmax"], init_steps: int | None = _D["init_steps"],
+               fixed_ts=_D["fixed_t"], lambdas=_D["lambdas"], groupings=_D["groupings"], no_mask: bool = _D["nomask"],
+               min_steps: int = _D["min_steps"], model_args: dict | None = None, grouping: str = _D["grouping"],
+               baselines=_D["baselines"], tet_lambda: float = _D["tet_lambda"], tet_phi: float = _D["tet_phi"],
+               hoyer_lambda: float = _D["hoyer_lambda"]) -> list[StudyRun]:
     """Fixed-T baselines, DTS runs for every (mask-loss grouping, lambda_m), optionally DTS without mask loss,
     and the Table II baselines (``"tet:2,hoyer:2"``: fixed-T Spikformers trained with the TET loss / the
     Hoyer regulariser).  ``grouping`` names the layer grouping (``paper`` / ``feeds``) of every run.
@@ -273,7 +280,7 @@ def study_report(params: StudyParams, runs: list[StudyRun], test_set, command: s
                                "train_loss": e["train"]["loss"], "mask_steps": e["train"].get("mask_steps"),
                                "test_acc1": e.get("test", {}).get("acc1")})
     others = []  # (run row of this study, acc1, T_avg) of the same run in every replicate directory
-    for label, d in (replicates or {}).items():
+    for d in (replicates or {}).values():
         for row in rows:
             mp = d / row["run"] / "measure.json"
             if mp.exists():

@@ -8,13 +8,21 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from spikevit.dts.loss import gated_layers, hoyer_terms, mask_steps, tet_loss, track_hoyer
+from spikevit.dts.loss import (
+    gated_layers,
+    hoyer_terms,
+    mask_steps,
+    tet_loss,
+    track_hoyer,
+)
 from spikevit.dts.params import LOSSES, DTSSpec
 from spikevit.errors import require
 from spikevit.functional.dts import average_time_steps
 from spikevit.train import TrainConfig, TrainHooks, build_model, fit
 
-__all__ = ["DTSSpec", "LOSSES", "time_step_metrics", "dts_hooks", "build_dts_model", "train_dts"]
+__all__ = [
+    "LOSSES", "DTSSpec", "build_dts_model", "dts_hooks", "time_step_metrics", "train_dts"
+]
 
 
 def time_step_metrics(model: torch.nn.Module) -> dict:
