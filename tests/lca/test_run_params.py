@@ -157,6 +157,16 @@ def test_bad_params_name_the_field(changes, field):
         LCARunParams(**changes)
 
 
+def test_lca_params_from_a_mapping_and_their_checks():
+    assert LCAParams.from_mapping({"lam": 1, "M": 5, "backend": "factored"}, steps=3) == \
+        LCAParams(lam=1.0, steps=3, backend="factored")
+    assert LCAParams.from_mapping({}) == LCA_DEFAULTS
+    with pytest.raises(SpikevitError, match="rectify"):
+        LCAParams(rectify="no")
+    with pytest.raises(SpikevitError, match="threshold"):
+        LCAParams.from_mapping({"threshold": "medium"})
+
+
 def test_missing_dictionary_is_refused_before_any_work(tmp_path):
     with pytest.raises(SpikevitError, match="dictionary: file not found"):
         run(LCARunParams(dictionary=str(tmp_path / "nope.safetensors"), cache=str(tmp_path / "cache")))

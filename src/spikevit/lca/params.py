@@ -57,6 +57,9 @@ class LCAParams:
         object.__setattr__(self, "lam", non_negative_float(self.lam, "lam"))
         object.__setattr__(self, "tau", check_tau(self.tau))
         object.__setattr__(self, "steps", positive_int(self.steps, "steps (number of LCA steps K)"))
+        if type(self.rectify).__name__ not in ("bool", "bool_"):        # Python or NumPy bool, nothing truthy
+            raise SpikevitError(f"rectify must be True or False, got {self.rectify!r}")
+        object.__setattr__(self, "rectify", bool(self.rectify))
         if self.threshold not in THRESHOLDS:
             raise SpikevitError(f"unknown threshold {self.threshold!r}; choose from {THRESHOLDS}")
 
