@@ -121,8 +121,7 @@ def study_params(args) -> StudyParams:
 
 
 def _train_budget(p: argparse.ArgumentParser, defaults) -> None:
-    add_train_args(p, lr=defaults.lr, batch_size=defaults.batch_size, epochs=defaults.epochs,
-                   weight_decay=defaults.weight_decay)
+    add_train_args(p, defaults)
 
 
 def register(sub) -> None:

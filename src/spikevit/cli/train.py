@@ -18,24 +18,30 @@ from spikevit.validation import (
 )
 
 
-def add_train_args(p: argparse.ArgumentParser, lr: float = 1e-3, batch_size: int = 128, epochs: int = 100,
-                   weight_decay: float = 0.05, out_required: bool = True) -> None:
-    """Optimisation / data flags shared by ``spikevit train`` and ``spikevit dts train``."""
+def add_train_args(p: argparse.ArgumentParser, defaults=None, out_required: bool = True) -> None:
+    """Optimisation / data flags shared by ``spikevit train`` and ``spikevit dts train``; every optimisation
+    default is read from ``defaults`` (a :class:`~spikevit.train.TrainConfig`; default: ``TrainConfig()``)."""
+    from spikevit.train import TrainConfig
+
+    D = defaults if defaults is not None else TrainConfig()
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=arg_positive_int, default=epochs)
-    g.add_argument("--batch-size", type=arg_positive_int, default=batch_size, help="GLOBAL batch (split over DDP processes)")
-    g.add_argument("--lr", type=arg_positive_float, default=lr, help="peak AdamW learning rate")
-    g.add_argument("--min-lr", type=arg_non_negative_float, default=1e-5, help="learning rate at the end of the cosine decay")
-    g.add_argument("--warmup-epochs", type=arg_non_negative_float, default=0.0, help="linear warmup length (epochs, may be fractional)")
-    g.add_argument("--weight-decay", type=arg_non_negative_float, default=weight_decay, help="AdamW decoupled weight decay "
-                   "(>= 2-D weights only)")
-    g.add_argument("--label-smoothing", type=arg_float_range(0.0, 1.0), default=0.0)
-    g.add_argument("--clip-grad", type=arg_positive_float, default=None, help="clip the gradient norm to this value")
-    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward and loss")
-    g.add_argument("--seed", type=arg_non_negative_int, default=0)
-    g.add_argument("--eval-every", type=arg_positive_int, default=1, help="evaluate every N epochs (and after the last)")
+    g.add_argument("--epochs", type=arg_positive_int, default=D.epochs)
+    g.add_argument("--batch-size", type=arg_positive_int, default=D.batch_size, help="GLOBAL batch (split over DDP processes)")
+    g.add_argument("--lr", type=arg_positive_float, default=D.lr, help="peak AdamW learning rate")
+    g.add_argument("--min-lr", type=arg_non_negative_float, default=D.min_lr, help="learning rate at the end of the "
+                   "cosine decay (lowered to --lr when --lr is smaller)")
+    g.add_argument("--warmup-epochs", type=arg_non_negative_float, default=D.warmup_epochs,
+                   help="linear warmup length (epochs, may be fractional)")
+    g.add_argument("--weight-decay", type=arg_non_negative_float, default=D.weight_decay, help="AdamW decoupled "
+                   "weight decay (>= 2-D weights only)")
+    g.add_argument("--label-smoothing", type=arg_float_range(0.0, 1.0), default=D.label_smoothing)
+    g.add_argument("--clip-grad", type=arg_positive_float, default=D.clip_grad, help="clip the gradient norm to this value")
+    g.add_argument("--bf16", action="store_true", default=D.bf16, help="bfloat16 autocast for forward and loss")
+    g.add_argument("--seed", type=arg_non_negative_int, default=D.seed)
+    g.add_argument("--eval-every", type=arg_positive_int, default=D.eval_every,
+                   help="evaluate every N epochs (and after the last)")
     d = p.add_argument_group("data")
-    d.add_argument("--workers", type=arg_non_negative_int, default=0, help="data loader worker processes per training process")
+    d.add_argument("--workers", type=arg_non_negative_int, default=D.workers, help="data loader worker processes per training process")
     d.add_argument("--train-subset", type=arg_positive_int, default=None, help="train on a seeded class-balanced subset")
     d.add_argument("--test-subset", type=arg_positive_int, default=None, help="evaluate on a seeded class-balanced subset")
     d.add_argument("--img-size", type=arg_positive_int, default=None, help="override the dataset's native image size")
@@ -82,7 +88,7 @@ def register(sub) -> None:
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra constructor argument (repeatable), e.g. --model-arg depth=2")
     add_data_args(p, "cifar10")
-    add_train_args(p, out_required=False)
+    add_train_args(p, out_required=False)         # TrainConfig's defaults (spikevit.train.fit's own)
     add_device_arg(p)
     add_json_arg(p)
     p.set_defaults(func=cmd_train)
