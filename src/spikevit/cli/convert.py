@@ -11,12 +11,7 @@ from pathlib import Path
 
 from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
 from spikevit.conversion.params import CODINGS, LEVELS, SQUEEZES, ConversionParams
-from spikevit.validation import (
-    arg_finite_float,
-    arg_non_negative_int,
-    arg_positive_float,
-    arg_positive_int,
-)
+from spikevit.validation import arg_finite_float, arg_non_negative_int, arg_positive_float, arg_positive_int
 
 USER_PARAMS = str(Path.home() / ".cache" / "spikevit" / "fewspike.safetensors")
 

@@ -6,31 +6,13 @@ from pathlib import Path
 
 from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
 from spikevit.cli.train import add_train_args, config_from_args
-from spikevit.dts.params import (
-    DTS_DEFAULTS,
-    DTS_TRAIN_DEFAULTS,
-    LOSSES,
-    STUDY_TRAIN_DEFAULTS,
-    DTSRunParams,
-    DTSSpec,
-    StudyParams,
-    baseline_list,
-    field_default,
-    float_list,
-    grouping_list,
-    int_list,
-    name_list,
-)
+from spikevit.dts.params import (DTS_DEFAULTS, DTS_TRAIN_DEFAULTS, LOSSES, STUDY_TRAIN_DEFAULTS, DTSRunParams,
+                                 DTSSpec, StudyParams, baseline_list, field_default, float_list, grouping_list,
+                                 int_list, name_list)
 from spikevit.functional.dts import default_init_steps
 from spikevit.models.spikformer import GROUPINGS
-from spikevit.validation import (
-    arg_finite_float,
-    arg_float_range,
-    arg_non_negative_float,
-    arg_non_negative_int,
-    arg_positive_int,
-    argtype,
-)
+from spikevit.validation import (arg_finite_float, arg_float_range, arg_non_negative_float, arg_non_negative_int,
+                                 arg_positive_int, argtype)
 
 
 def _study_default(name: str):

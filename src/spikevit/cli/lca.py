@@ -20,12 +20,7 @@ from spikevit.lca.params import (
     check_tau,
 )
 from spikevit.lca.params import LCA_RUN_DEFAULTS as R
-from spikevit.validation import (
-    arg_non_negative_float,
-    arg_non_negative_int,
-    arg_positive_int,
-    argtype,
-)
+from spikevit.validation import arg_non_negative_float, arg_non_negative_int, arg_positive_int, argtype
 
 arg_tau = argtype(check_tau, "time constant")
 

@@ -9,13 +9,8 @@ import argparse
 from pathlib import Path
 
 from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
-from spikevit.validation import (
-    arg_float_range,
-    arg_non_negative_float,
-    arg_non_negative_int,
-    arg_positive_float,
-    arg_positive_int,
-)
+from spikevit.validation import (arg_float_range, arg_non_negative_float, arg_non_negative_int, arg_positive_float,
+                                 arg_positive_int)
 
 
 def add_train_args(p: argparse.ArgumentParser, defaults=None, out_required: bool = True) -> None:

@@ -7,23 +7,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from spikevit.errors import require
-from spikevit.nn.fewspike_params import (
-    KIND,
-    PACKAGE_PARAMS,
-    _package_params,
-    available,
-    few_spike_parameters,
-    read_params,
-    si_exp_parameters,
-    store_fit,
-)
+from spikevit.nn.fewspike_params import (KIND, PACKAGE_PARAMS, _package_params, available, few_spike_parameters,
+                                         read_params, si_exp_parameters, store_fit)
 from spikevit.nn.spike_coding import CODINGS
-from spikevit.validation import (
-    device_name,
-    finite_float,
-    non_negative_int,
-    positive_int,
-)
+from spikevit.validation import device_name, finite_float, non_negative_int, positive_int
 
 LEVELS = ("softmax", "attention", "all")
 DEFAULT_CODING = "rate"

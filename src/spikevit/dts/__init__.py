@@ -11,14 +11,8 @@ Settings live in :mod:`spikevit.dts.params` (defaults written once; ``spikevit d
 from spikevit.dts.fig2 import cosine_similarity, input_histograms, plot_histograms
 from spikevit.dts.loss import DEFAULT_MASK_GROUPS, MASK_GROUPS, gated_layers, mask_loss, mask_steps, parse_groups
 from spikevit.dts.metrics import DTSMeasurement, measure
-from spikevit.dts.params import (
-    DTS_DEFAULTS,
-    DTS_TRAIN_DEFAULTS,
-    STUDY_TRAIN_DEFAULTS,
-    DTSRunParams,
-    DTSSpec,
-    StudyParams,
-)
+from spikevit.dts.params import (DTS_DEFAULTS, DTS_TRAIN_DEFAULTS, STUDY_TRAIN_DEFAULTS, DTSRunParams, DTSSpec,
+                                 StudyParams)
 from spikevit.dts.pipeline import run
 from spikevit.dts.study import StudyRun, run_study, runs_of, study_report, study_runs
 from spikevit.dts.train import build_dts_model, dts_hooks, time_step_metrics, train_dts

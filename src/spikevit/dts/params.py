@@ -15,12 +15,7 @@ from spikevit.errors import SpikevitError, require
 from spikevit.functional.dts import default_init_steps
 from spikevit.models.spikformer import DEFAULT_GROUPING, GROUPINGS
 from spikevit.train import TrainConfig
-from spikevit.validation import (
-    finite_float,
-    non_negative_float,
-    non_negative_int,
-    positive_int,
-)
+from spikevit.validation import finite_float, non_negative_float, non_negative_int, positive_int
 
 LOSSES = ("ce", "tet")
 BASELINES = ("tet", "hoyer")  # the DTS paper's Table II methods that are losses on the same Spikformer

@@ -17,13 +17,7 @@ from spikevit.dts.loss import MASK_GROUPS, parse_groups
 from spikevit.dts.metrics import DTSMeasurement, measure
 from spikevit.dts.params import BASELINES, StudyParams, field_default, parse_baselines
 from spikevit.dts.train import DTSSpec, train_dts
-from spikevit.energy.dts import (
-    MembraneOps,
-    SynapticOps,
-    ann_energy,
-    normalised_energy,
-    snn_energy,
-)
+from spikevit.energy.dts import MembraneOps, SynapticOps, ann_energy, normalised_energy, snn_energy
 from spikevit.errors import SpikevitError, require
 from spikevit.reports import Report, pyplot, save_figure
 from spikevit.runtime import pick_device

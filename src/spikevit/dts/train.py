@@ -8,13 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from spikevit.dts.loss import (
-    gated_layers,
-    hoyer_terms,
-    mask_steps,
-    tet_loss,
-    track_hoyer,
-)
+from spikevit.dts.loss import gated_layers, hoyer_terms, mask_steps, tet_loss, track_hoyer
 from spikevit.dts.params import LOSSES, DTSSpec
 from spikevit.errors import require
 from spikevit.functional.dts import average_time_steps

@@ -7,12 +7,7 @@ classes; ``ExemplarLCAClassifier`` is the scikit-learn estimator.
 (features -> dictionary -> codes -> decoders).
 """
 from spikevit.lca.decoders import ShallowDecoder, class_sums, max_activation, max_sum
-from spikevit.lca.dictionary import (
-    Dictionary,
-    extend_gramian,
-    normalize_atoms,
-    select_exemplars,
-)
+from spikevit.lca.dictionary import Dictionary, extend_gramian, normalize_atoms, select_exemplars
 from spikevit.lca.encode import encode, encode_batches, encode_trace
 from spikevit.lca.params import LCA_DEFAULTS, LCA_RUN_DEFAULTS, LCAParams, LCARunParams
 

@@ -6,14 +6,7 @@ from typing import Iterator
 import torch
 
 from spikevit.errors import SpikevitError
-from spikevit.functional.lca import (
-    LCABackend,
-    LCATrace,
-    lca_backend,
-    lca_factored,
-    lca_gramian,
-    lca_mixed,
-)
+from spikevit.functional.lca import LCABackend, LCATrace, lca_backend, lca_factored, lca_gramian, lca_mixed
 from spikevit.lca.params import LCA_DEFAULTS as D
 from spikevit.lca.params import LCAParams
 from spikevit.runtime import progress

@@ -13,13 +13,7 @@ from pathlib import Path
 
 from spikevit.errors import SpikevitError
 from spikevit.functional.lca import THRESHOLDS
-from spikevit.validation import (
-    device_name,
-    finite_float,
-    non_negative_float,
-    non_negative_int,
-    positive_int,
-)
+from spikevit.validation import device_name, finite_float, non_negative_float, non_negative_int, positive_int
 
 
 def check_tau(tau, name: str = "tau") -> float:

@@ -16,15 +16,7 @@ import numpy as np
 from spikevit.errors import SpikevitError
 from spikevit.lca.params import LCA_DEFAULTS, LCAParams
 from spikevit.lca.pipeline import evaluate
-from spikevit.reproduce.common import (
-    Context,
-    Partial,
-    exemplar_dictionary,
-    features,
-    pyplot,
-    report,
-    save_figure,
-)
+from spikevit.reproduce.common import Context, Partial, exemplar_dictionary, features, pyplot, report, save_figure
 
 PARAMS = {
     "rows": "dseld-mnist",          # which paper table (fixed per registry entry)

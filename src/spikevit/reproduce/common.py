@@ -9,13 +9,7 @@ from pathlib import Path
 import torch
 
 from spikevit.data.datasets import dataset_spec, load_dataset
-from spikevit.data.features import (
-    FeatureSet,
-    cached_features,
-    extract_command,
-    extract_features,
-    load_features,
-)
+from spikevit.data.features import FeatureSet, cached_features, extract_command, extract_features, load_features
 from spikevit.errors import SpikevitError
 from spikevit.reports import pyplot, save_figure, write_report  # noqa: F401  (used by every study module)
 

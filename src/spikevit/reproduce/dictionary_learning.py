@@ -31,14 +31,7 @@ from spikevit.lca.learning import label_atoms, learn_dictionary
 from spikevit.lca.params import LCA_DEFAULTS, LCAParams
 from spikevit.lca.pipeline import evaluate
 from spikevit.reproduce import reconstruction as rec
-from spikevit.reproduce.common import (
-    Context,
-    Partial,
-    features,
-    pyplot,
-    report,
-    save_figure,
-)
+from spikevit.reproduce.common import Context, Partial, features, pyplot, report, save_figure
 
 PARAMS = {
     "dataset": "mnist",

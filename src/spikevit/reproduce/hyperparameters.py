@@ -17,15 +17,7 @@ from spikevit.energy import lca_workload
 from spikevit.errors import require
 from spikevit.lca.params import LCA_DEFAULTS, LCAParams
 from spikevit.lca.pipeline import evaluate
-from spikevit.reproduce.common import (
-    Context,
-    Partial,
-    exemplar_dictionary,
-    features,
-    pyplot,
-    report,
-    save_figure,
-)
+from spikevit.reproduce.common import Context, Partial, exemplar_dictionary, features, pyplot, report, save_figure
 
 PARAMS = {
     "dataset": "mnist",

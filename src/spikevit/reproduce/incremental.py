@@ -34,14 +34,7 @@ from spikevit.lca.decoders import class_sums, max_activation
 from spikevit.lca.dictionary import Dictionary
 from spikevit.lca.encode import encode_batches
 from spikevit.lca.params import LCA_DEFAULTS, LCAParams
-from spikevit.reproduce.common import (
-    Context,
-    Partial,
-    features,
-    pyplot,
-    report,
-    save_figure,
-)
+from spikevit.reproduce.common import Context, Partial, features, pyplot, report, save_figure
 
 BACKBONES = {"mnist": "pixels", "cifar10": "efficientnet_lite0", "digits": "pixels"}
 

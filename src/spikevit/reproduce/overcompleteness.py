@@ -29,15 +29,7 @@ from spikevit.errors import require
 from spikevit.lca.decoders import ShallowDecoder
 from spikevit.lca.params import LCA_DEFAULTS, LCAParams
 from spikevit.lca.pipeline import evaluate
-from spikevit.reproduce.common import (
-    Context,
-    Partial,
-    exemplar_dictionary,
-    features,
-    pyplot,
-    report,
-    save_figure,
-)
+from spikevit.reproduce.common import Context, Partial, exemplar_dictionary, features, pyplot, report, save_figure
 
 PARAMS = {
     "dataset": "mnist",

@@ -39,14 +39,7 @@ from spikevit.errors import SpikevitError
 from spikevit.lca.dictionary import Dictionary
 from spikevit.lca.params import LCA_DEFAULTS, LCAParams
 from spikevit.lca.pipeline import evaluate
-from spikevit.reproduce.common import (
-    Context,
-    Partial,
-    features,
-    pyplot,
-    report,
-    save_figure,
-)
+from spikevit.reproduce.common import Context, Partial, features, pyplot, report, save_figure
 
 PAPER = {"max_activation": 93.93, "max_sum": 97.48, "shallow": 98.25}
 PAPER_M = 28 * 28 * 2

@@ -38,14 +38,7 @@ import torch
 from spikevit.data.datasets import dataset_spec
 from spikevit.errors import SpikevitError, require
 from spikevit.lca import LCA_DEFAULTS, LCAParams, encode_trace, select_exemplars
-from spikevit.reproduce.common import (
-    Context,
-    pixel_images,
-    pyplot,
-    report,
-    save_figure,
-    split_targets,
-)
+from spikevit.reproduce.common import Context, pixel_images, pyplot, report, save_figure, split_targets
 from spikevit.runtime import pick_device
 
 PARAMS = {

@@ -14,14 +14,7 @@ import torch
 from spikevit.lca import encode_batches
 from spikevit.lca.decoders import class_sums, max_activation
 from spikevit.lca.params import LCA_DEFAULTS, LCAParams
-from spikevit.reproduce.common import (
-    Context,
-    exemplar_dictionary,
-    features,
-    pyplot,
-    report,
-    save_figure,
-)
+from spikevit.reproduce.common import Context, exemplar_dictionary, features, pyplot, report, save_figure
 from spikevit.runtime import pick_device
 
 PARAMS = {
