@@ -83,10 +83,12 @@ class SpikeEncoder(nn.Module):
     while per-channel ``max |x|`` and a sample are recorded; :meth:`finish_calibration` sets ``theta``.
 
     Quantisation-aware training (rate coding, :meth:`make_quantisation_aware`): ``theta`` becomes a
-    learnable parameter and the code carries gradients: one slice ``L = 1`` holding the signed counts
-    ``n+ - n-`` with a straight-through gradient (:func:`~spikevit.functional.coding.qcfs_counts`) and the
-    scale ``theta / T`` (the QCFS / LSQ threshold gradient).  Its decoded value is the one of the two IF
-    neurons' counts; :meth:`freeze` turns the learned thresholds back into the neurons' buffers.
+    learnable parameter and, with autograd on, the code carries gradients: one slice ``L = 1`` holding the
+    signed counts ``n+ - n-`` with a straight-through gradient (:func:`~spikevit.functional.coding.qcfs_counts`)
+    and the scale ``theta / T`` (the QCFS / LSQ threshold gradient); its decoded value is the one of the two
+    IF neurons' counts, and a product on it differs from the product on the two neurons' counts by float
+    rounding only.  With autograd off (evaluation) the neurons themselves run, so the model computes
+    exactly what its conversion computes.  :meth:`freeze` turns the learned thresholds back into buffers.
     """
 
     def __init__(self, coding: str = "rate", steps: int = 12, channel_dim: int = -1, name: str = ""):
@@ -189,7 +191,7 @@ class SpikeEncoder(nn.Module):
                 f"were calibrated for {self.theta.numel()}")
         shape = [1] * x.dim()
         shape[self.channel_dim] = C
-        if self.quantisation_aware:
+        if self.quantisation_aware and torch.is_grad_enabled():
             return self._quantisation_aware(x, shape)
         theta = self.theta.to(x.dtype).reshape(shape)
         if self.coding == "rate":
