@@ -197,7 +197,8 @@ def measure(args) -> None:
                 "theta_lr_scale": args.theta_lr_scale, "history": res.history}
         ann_ft, _ = load_trained_model(args.checkpoint)
         ann_ft.load_state_dict(ann_state_dict(qat))
-        save_model(model_file, ann_ft, {**run, "qcfs": {k: v for k, v in info.items() if k != "history"}},
+        save_model(model_file, ann_ft, {**run, "init_from": args.checkpoint,
+                                        "qcfs": {k: v for k, v in info.items() if k != "history"}},
                    {"quantisation_aware_test_subset": res.final})
         save_neurons(neurons_file, neuron_state(qat), {k: v for k, v in info.items() if k != "history"})
         keep("finetune", info)

@@ -368,7 +368,8 @@ def finetune_run(params: FinetuneParams, *, command: str | None = None, verbose:
     ann = copy.deepcopy(net)
     ann.load_state_dict(ann_state_dict(qat))
     if "run" in desc:                                   # registry model: a spikevit model file again
-        save_model(model_file, ann, {**desc["run"], "qcfs": info}, {"quantisation_aware_test_subset": res.final})
+        save_model(model_file, ann, {**desc["run"], "init_from": p.checkpoint, "qcfs": info},
+                   {"quantisation_aware_test_subset": res.final})
     else:                                               # torchvision / timm: a plain state dict
         from safetensors.torch import save_file
 
