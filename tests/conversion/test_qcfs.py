@@ -282,3 +282,17 @@ def test_cli_finetune_then_run_with_the_learned_neurons(tmp_path, data_slices, c
     assert main(["convert", "run", *common, "--checkpoint", str(ckpt), "--neurons", str(tmp_path / "none.st")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("spikevit: error:") and "--neurons" in err and "\n" not in err
+
+
+def test_cli_finetune_refuses_bad_input_before_any_work(tmp_path, capsys):
+    from spikevit.cli.main import main
+    from spikevit.conversion.qcfs import FinetuneParams
+
+    for argv, what in ((["--steps", "0"], "--steps"), (["--steps", "3"], "steps=3"),
+                       (["--lr", "nan"], "--lr"), (["--spiking", "softmax"], "--spiking")):
+        assert main(["convert", "finetune", "--model", "vit-cifar-micro", "--out", str(tmp_path / "o"), *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith(("spikevit: error:", "spikevit convert finetune: error:")) and what in err, err
+    with pytest.raises(SpikevitError, match="theta_lr_scale"):
+        FinetuneParams("vit-cifar-micro", theta_lr_scale=0.0)
+    assert not (tmp_path / "o").exists()
