@@ -27,7 +27,7 @@ Pipeline (fixed), with pluggable attention recipes:
    (those not given by ``neurons=``, e.g. learned by quantisation-aware fine-tuning).
 
 A model made by :func:`spikevit.conversion.quantisation_aware` (and fine-tuned) is converted by freezing its
-learned thresholds (:func:`spikevit.conversion.qcfs.spiking_model`): the result computes what it computed.
+learned thresholds (:func:`freeze_quantisation_aware`, also :func:`spikevit.conversion.qcfs.spiking_model`): the result computes what it computed.
 """
 from __future__ import annotations
 
@@ -440,10 +440,8 @@ def convert(model: nn.Module, steps: int = 12, *, spiking: str = "softmax", cali
     """
     require(isinstance(model, nn.Module), f"convert() needs an nn.Module, got {type(model).__name__}")
     if (getattr(model, "sit_conversion", None) or {}).get("quantisation_aware"):
-        from spikevit.conversion.qcfs import spiking_model
-
-        return spiking_model(model, steps, spiking=spiking, coding=coding, coding_steps=coding_steps,
-                             blocks=blocks, inplace=inplace)
+        return freeze_quantisation_aware(model, steps, spiking=spiking, coding=coding, coding_steps=coding_steps,
+                                          blocks=blocks, inplace=inplace)
     require(isinstance(spiking, str) and spiking in LEVELS,
             f"spiking={spiking!r}: choose from {list(LEVELS)}")
     require(isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1,
@@ -563,6 +561,41 @@ def _set_neurons(net: nn.Module, neurons: dict[str, torch.Tensor], skip: tuple[s
         require(d["T"].numel() == m.steps and d["domain"].numel() == 2,
                 f"neurons: few-spike activation {path!r} has K = {m.steps}, given {d['T'].numel()} steps")
         m.set_neuron(d["T"], d["h"], d["d"], tuple(d["domain"].tolist()), {"given": True})
+
+
+def freeze_quantisation_aware(net: nn.Module, steps: int | None = None, *, spiking: str | None = None,
+                               coding: str = "rate", coding_steps: int | None = None, blocks=None,
+                               inplace: bool = False) -> nn.Module:
+    """The spiking model of a (fine-tuned) quantisation-aware model: learned thresholds frozen into the IF
+    neurons, the few-spike neurons without their straight-through gradient (eval mode).
+
+    The settings, where given, must be the ones the model was made with (``steps``, ``spiking``,
+    ``coding="rate"``, ``coding_steps``, ``blocks``): a different T or level would not be the model that
+    was trained.
+    """
+    from spikevit.nn.qcfs import unwrap_straight_through
+
+    info = getattr(net, "sit_conversion", None) or {}
+    require(isinstance(net, nn.Module) and info.get("quantisation_aware"),
+            "not a quantisation-aware model (make one with spikevit.conversion.quantisation_aware)")
+    made = {"steps": info["steps"], "spiking": info["spiking"], "coding": "rate", "coding_steps": info["coding_steps"]}
+    asked = {"steps": steps, "spiking": spiking, "coding": coding,
+             "coding_steps": coding_steps if coding_steps is not None else steps}
+    bad = {k: v for k, v in asked.items() if v is not None and v != made[k]}
+    if blocks is not None and sorted(_select_blocks(info["attention_blocks"], blocks)) != info["blocks"]:
+        bad["blocks"] = blocks
+    require(not bad, f"this model was fine-tuned quantisation-aware with {made} (blocks {info['blocks']}); "
+            f"converting it with {bad} would not be the model that was trained: use the same settings, or "
+            "convert the plain ANN (ann_state_dict) with calibration=")
+    out = net if inplace else copy.deepcopy(net)
+    for m in out.modules():
+        if isinstance(m, SpikeEncoder):
+            m.freeze()
+    unwrap_straight_through(out)
+    out.sit_conversion = {**info, "quantisation_aware": False, "thresholds": "learned"}
+    if hasattr(out, "qcfs_ann_keys"):
+        del out.qcfs_ann_keys
+    return out.eval()
 
 
 def _activation_steps(acts: list[str], activation_steps: int | None, steps: int) -> int:

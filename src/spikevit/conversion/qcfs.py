@@ -103,18 +103,6 @@ def _wrap_few_spike(net: nn.Module) -> None:
                 setattr(owner, attr, StraightThrough(m))
 
 
-def _unwrap_few_spike(net: nn.Module) -> None:
-    from spikevit.conversion.converter import SpikingAttention
-
-    for m in net.modules():
-        if isinstance(m, SpikingAttention) and isinstance(m.spiking_softmax, StraightThrough):
-            m.spiking_softmax = m.spiking_softmax.spiking
-    for name, m in list(net.named_modules()):
-        if isinstance(m, StraightThrough) and name:
-            parent, _, attr = name.rpartition(".")
-            setattr(net.get_submodule(parent) if parent else net, attr, m.spiking)
-
-
 def _require_quantisation_aware(net: nn.Module, what: str) -> dict:
     info = getattr(net, "sit_conversion", None) or {}
     require(isinstance(net, nn.Module) and info.get("quantisation_aware"),
@@ -131,27 +119,11 @@ def spiking_model(net: nn.Module, steps: int | None = None, *, spiking: str | No
     ``coding="rate"``, ``coding_steps``, ``blocks``): a different T or level would not be the model that
     was trained.  This is what :func:`~spikevit.conversion.convert` does with such a model.
     """
-    from spikevit.conversion.converter import _select_blocks
+    from spikevit.conversion.converter import freeze_quantisation_aware
 
-    info = _require_quantisation_aware(net, "spiking_model")
-    made = {"steps": info["steps"], "spiking": info["spiking"], "coding": "rate", "coding_steps": info["coding_steps"]}
-    asked = {"steps": steps, "spiking": spiking, "coding": coding,
-             "coding_steps": coding_steps if coding_steps is not None else steps}
-    bad = {k: v for k, v in asked.items() if v is not None and v != made[k]}
-    if blocks is not None and sorted(_select_blocks(info["attention_blocks"], blocks)) != info["blocks"]:
-        bad["blocks"] = blocks
-    require(not bad, f"this model was fine-tuned quantisation-aware with {made} (blocks {info['blocks']}); "
-            f"converting it with {bad} would not be the model that was trained: use the same settings, or "
-            "convert the plain ANN (ann_state_dict) with calibration=")
-    out = net if inplace else copy.deepcopy(net)
-    for m in out.modules():
-        if isinstance(m, SpikeEncoder):
-            m.freeze()
-    _unwrap_few_spike(out)
-    out.sit_conversion = {**info, "quantisation_aware": False, "thresholds": "learned"}
-    if hasattr(out, "qcfs_ann_keys"):
-        del out.qcfs_ann_keys
-    return out.eval()
+    _require_quantisation_aware(net, "spiking_model")
+    return freeze_quantisation_aware(net, steps, spiking=spiking, coding=coding, coding_steps=coding_steps,
+                                     blocks=blocks, inplace=inplace)
 
 
 def threshold_param_groups(theta_lr_scale: float = 10.0):

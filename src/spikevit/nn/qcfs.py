@@ -64,3 +64,12 @@ class StraightThrough(nn.Module):
     @property
     def last_neurons(self):
         return self.spiking.last_neurons
+
+
+def unwrap_straight_through(net: nn.Module) -> nn.Module:
+    """Replace every :class:`StraightThrough` under ``net`` by the spiking module it wraps (in place)."""
+    for name, m in list(net.named_modules()):
+        if isinstance(m, StraightThrough) and name:
+            parent, _, attr = name.rpartition(".")
+            setattr(net.get_submodule(parent) if parent else net, attr, m.spiking)
+    return net
