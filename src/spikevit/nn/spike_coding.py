@@ -243,7 +243,7 @@ def spike_linear(code: SpikeCode, weight: torch.Tensor, bias: torch.Tensor | Non
     """
     require(code.channel_dim in (-1, code.spikes.dim() - 2), "spike_linear needs channels in the last dim")
     w = weight if code.scale is None else weight * code.scale.to(weight.dtype)
-    y = code.combine(F.linear(code.spikes, w))
+    y = code.combine(F.linear(code.spikes.to(w.dtype), w))      # spikes are exact in any float dtype
     return y if bias is None else y + bias
 
 
@@ -261,7 +261,7 @@ def spike_conv(code: SpikeCode, conv: nn.modules.conv._ConvNd) -> torch.Tensor:
         s = code.scale.to(w.dtype)[cin_index]                                           # [C_out, C_in/g]
         w = w * s.reshape(*s.shape, *([1] * (w.dim() - 2)))
     L, B = code.spikes.shape[:2]
-    y = conv._conv_forward(code.spikes.reshape(L * B, *code.spikes.shape[2:]), w, None)
+    y = conv._conv_forward(code.spikes.to(w.dtype).reshape(L * B, *code.spikes.shape[2:]), w, None)
     y = code.combine(y.reshape(L, B, *y.shape[1:]))
     if conv.bias is not None:
         y = y + conv.bias.reshape(1, -1, *([1] * (y.dim() - 2)))
@@ -275,7 +275,7 @@ def spike_matmul_left(code: SpikeCode, b: torch.Tensor) -> torch.Tensor:
     """
     if code.scale is not None:
         b = b * code.scale.to(b.dtype)[:, None]
-    return code.combine(torch.matmul(code.spikes, b))
+    return code.combine(torch.matmul(code.spikes.to(b.dtype), b))
 
 
 def spike_matmul_right(a: torch.Tensor, code: SpikeCode) -> torch.Tensor:
@@ -283,7 +283,7 @@ def spike_matmul_right(a: torch.Tensor, code: SpikeCode) -> torch.Tensor:
 
     The scale of the spiking side (its last dim, N) multiplies the output columns.
     """
-    y = code.combine(torch.matmul(a, code.spikes))
+    y = code.combine(torch.matmul(a, code.spikes.to(a.dtype)))
     return y if code.scale is None else y * code.scale.to(y.dtype)
 
 
