@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from spikevit.cli.common import HELP_FMT, add_data_args, add_device_arg, add_json_arg
-from spikevit.conversion.params import CODINGS, LEVELS, SQUEEZES, ConversionParams
+from spikevit.conversion.params import ACTIVATION_FITS, CODINGS, LEVELS, SQUEEZES, ConversionParams
 from spikevit.validation import arg_finite_float, arg_non_negative_int, arg_positive_float, arg_positive_int
 
 USER_PARAMS = str(Path.home() / ".cache" / "spikevit" / "fewspike.safetensors")
@@ -114,6 +114,9 @@ def register(sub) -> None:
                    "--spiking all)")
     p.add_argument("--activation-steps", type=arg_positive_int, default=D("activation_steps"),
                    help="K of the activation neurons (default --steps)")
+    p.add_argument("--activation-fit", default=D("activation_fit"), choices=ACTIVATION_FITS,
+                   help="few-spike activations fitted to the inputs each layer gets on the calibration images "
+                   "(range), also with tuned thresholds (polish, slower), or as shipped")
     p.add_argument("--norm-steps", type=arg_positive_int, default=D("norm_steps"),
                    help="SI-norm time steps (default: real-valued fast form)")
     p.add_argument("--no-layer-by-layer", dest="layer_by_layer", action="store_false",

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from spikevit.conversion.params import ACTIVATION_FITS, DEFAULT_CODING, LEVELS
 from spikevit.errors import SpikevitError, require
 from spikevit.nn.spike_coding import (
     SpikeEncoder,
@@ -378,8 +379,6 @@ def _parse_activations(activations) -> list[str]:
     return list(activations)
 
 
-LEVELS = ("softmax", "attention", "all")
-DEFAULT_CODING = "rate"
 
 
 def convert(model: nn.Module, steps: int = 12, *, spiking: str = "softmax", calibration=None,
@@ -447,8 +446,8 @@ def convert(model: nn.Module, steps: int = 12, *, spiking: str = "softmax", cali
     require(isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1,
             f"steps must be an integer >= 1, got {steps!r}")
     require(coding in ("rate", "fewspike"), f"coding={coding!r}: choose from ['rate', 'fewspike']")
-    require(activation_fit in ("shipped", "range", "polish"),
-            f"activation_fit={activation_fit!r}: choose from ['shipped', 'range', 'polish']")
+    require(activation_fit in ACTIVATION_FITS,
+            f"activation_fit={activation_fit!r}: choose from {list(ACTIVATION_FITS)}")
     coding_steps = steps if coding_steps is None else coding_steps
     require(isinstance(coding_steps, int) and coding_steps >= 1,
             f"coding_steps must be an integer >= 1, got {coding_steps!r}")

@@ -15,6 +15,7 @@ from spikevit.validation import device_name, finite_float, non_negative_int, pos
 LEVELS = ("softmax", "attention", "all")
 DEFAULT_CODING = "rate"
 SQUEEZES = (None, "sigmoid", "tanh")
+ACTIVATION_FITS = ("range", "polish", "shipped")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class ConversionParams:
     coding:       ``"rate"`` (IF pairs) or ``"fewspike"``; ``coding_steps``: their T / K (default ``steps``)
     squeeze:      None, ``"sigmoid"`` or ``"tanh"`` before the spiking softmax
     activations:  activations converted to few-spike neurons ("gelu,silu", "all"; implied by "all")
+    activation_fit: how the few-spike activations use the calibration: ``"range"`` (fitted to the inputs each
+                  layer gets), ``"polish"`` (also tunes their thresholds; slower) or ``"shipped"`` (as fitted on
+                  the default domain)
     layer_by_layer: also evaluate the first 1..B-1 blocks converted (paper Tables 2-4)
     test_subset:  evaluate on a seeded class-balanced subset of this size (None: the whole test split)
     calibration_samples: seeded training images that set the coding neurons' thresholds
@@ -53,6 +57,7 @@ class ConversionParams:
     squeeze: str | None = None
     activations: tuple[str, ...] = ()
     activation_steps: int | None = None
+    activation_fit: str = "range"
     norm_steps: int | None = None
     layer_by_layer: bool = True
     batch_size: int = 250
@@ -79,6 +84,8 @@ class ConversionParams:
         require(isinstance(self.model, str) and self.model, f"model must be a non-empty name, got {self.model!r}")
         require(self.spiking in LEVELS, f"spiking={self.spiking!r}: choose from {list(LEVELS)}")
         require(self.coding in CODINGS, f"coding={self.coding!r}: choose from {list(CODINGS)}")
+        require(self.activation_fit in ACTIVATION_FITS,
+                f"activation_fit={self.activation_fit!r}: choose from {list(ACTIVATION_FITS)}")
         require(self.squeeze in SQUEEZES, f"squeeze={self.squeeze!r}: choose from {list(SQUEEZES)}")
         for name in ("steps", "batch_size", "calibration_samples", "energy_batches"):
             put(name, positive_int(getattr(self, name), name))

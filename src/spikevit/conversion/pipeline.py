@@ -129,6 +129,7 @@ def _prepare(p: ConversionParams) -> _Setup:
 def _convert_kwargs(p: ConversionParams, calibration) -> dict:
     return {"spiking": p.spiking, "calibration": calibration, "coding": p.coding, "coding_steps": p.coding_steps,
             "squeeze": p.squeeze, "activations": p.activations, "activation_steps": p.activation_steps,
+            "activation_fit": p.activation_fit,
             "norm_steps": p.norm_steps}
 
 

@@ -13,13 +13,11 @@ Shapes: ``[*]`` -> ``[*]``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from spikevit.errors import require
-from spikevit.nn.spiking_softmax import FewSpikeActivation, SpikingSoftmax
+from spikevit.nn.spiking_softmax import EXACT_FUNCTIONS, FewSpikeActivation, SpikingSoftmax
 
-EXACT = {"gelu": F.gelu, "silu": F.silu, "sigmoid": torch.sigmoid, "exp": torch.exp}
 
 
 def exact_softmax(m: SpikingSoftmax, x: torch.Tensor) -> torch.Tensor:
@@ -42,13 +40,13 @@ class StraightThrough(nn.Module):
         require(isinstance(spiking, (SpikingSoftmax, FewSpikeActivation)),
                 f"straight-through training wraps a SpikingSoftmax or FewSpikeActivation, got {type(spiking).__name__}")
         if isinstance(spiking, FewSpikeActivation):
-            require(spiking.function in EXACT, f"no exact function for few-spike activation {spiking.function!r}")
+            require(spiking.function in EXACT_FUNCTIONS, f"no exact function for few-spike activation {spiking.function!r}")
         self.spiking = spiking
 
     def exact(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.spiking, SpikingSoftmax):
             return exact_softmax(self.spiking, x)
-        return EXACT[self.spiking.function](x)
+        return EXACT_FUNCTIONS[self.spiking.function](x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.spiking(x)
