@@ -24,7 +24,7 @@ from typing import Self
 import torch
 from torch import nn
 
-from spikevit.conversion.converter import SpikingAttention
+from spikevit.conversion.attention import SpikingAttention
 from spikevit.energy.profile import profiling
 from spikevit.errors import require
 from spikevit.nn.spiking_softmax import FewSpikeActivation, SpikingSoftmax
@@ -182,7 +182,7 @@ def capture_attention_logits(model: nn.Module, loader, device, max_batches: int 
     Returns ``[R, N]`` rows (at most ``max_rows``, evenly subsampled) of the pre-softmax attention
     logits (after any squeeze the model itself applies, before the spiking softmax's own squeeze).
     """
-    from spikevit.conversion.converter import attention_modules
+    from spikevit.conversion.attention import attention_modules
 
     mods = attention_modules(model)
     require(bool(mods), "capture_attention_logits needs a converted model (convert(model, blocks=0) is enough)")

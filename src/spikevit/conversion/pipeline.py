@@ -262,7 +262,7 @@ def _plots(p: ConversionParams, sweep: list[dict], blocks: list[dict], row_lengt
 
 def pre_squeeze_logit_stats(model, loader, device, max_batches: int = 1) -> dict:
     """Range of the raw attention logits ``Q K^T * scale`` entering a model's own squeeze (first batches)."""
-    from spikevit.conversion.converter import SpikingAttention
+    from spikevit.conversion.attention import SpikingAttention
 
     seen = []
     hooks = [m.inner.squeeze.register_forward_hook(lambda mod, a, out: seen.append(a[0].detach().float().cpu()))

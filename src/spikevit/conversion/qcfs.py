@@ -89,7 +89,7 @@ def quantisation_aware(model: nn.Module, steps: int = 4, *, spiking: str = "all"
 
 
 def _wrap_few_spike(net: nn.Module) -> None:
-    from spikevit.conversion.converter import SpikingAttention
+    from spikevit.conversion.attention import SpikingAttention
 
     for m in net.modules():
         if isinstance(m, SpikingAttention) and m.spiking_softmax is not None and \
