@@ -11,31 +11,12 @@
 * :func:`quantisation_aware` -- the model to fine-tune (QCFS / MST-style quantisers at the rate-coded
   neurons, learnable thresholds) before a lossless rate-coded conversion; :func:`neuron_state` its neurons.
 """
-from spikevit.conversion.converter import (
-                                           LEVELS,
-                                           ExplicitMultiheadAttention,
-                                           SpikingAttention,
-                                           attention_modules,
-                                           calibrate,
-                                           convert,
-                                           explicit_mha,
-                                           find_attention,
-)
+from spikevit.conversion.converter import (LEVELS, ExplicitMultiheadAttention, SpikingAttention, attention_modules,
+                                           calibrate, convert, explicit_mha, find_attention)
 from spikevit.conversion.fitting import FewSpikeFit, evaluate_fit, fit_few_spike
-from spikevit.conversion.measure import (
-                                           SpikeCounter,
-                                           capture_attention_logits,
-                                           evaluate_classifier,
-                                           softmax_error,
-                                           softmax_error_sweep,
-)
-from spikevit.conversion.params import (
-                                           ConversionParams,
-                                           available,
-                                           few_spike_parameters,
-                                           si_exp_parameters,
-                                           store_fit,
-)
+from spikevit.conversion.measure import (SpikeCounter, capture_attention_logits, evaluate_classifier, softmax_error,
+                                         softmax_error_sweep)
+from spikevit.conversion.params import ConversionParams, available, few_spike_parameters, si_exp_parameters, store_fit
 from spikevit.conversion.pipeline import resolve_model, run
 from spikevit.conversion.qcfs import ann_state_dict, neuron_state, quantisation_aware
 

@@ -18,8 +18,27 @@ SQUEEZES = (None, "sigmoid", "tanh")
 ACTIVATION_FITS = ("range", "polish", "shipped")
 
 
+def check_si_exp_steps(steps: int) -> int:
+    """``steps`` (K of the SI-exp neurons) must have a shipped fit."""
+    require(steps in available("exp"), f"steps={steps}: no shipped SI-exp neuron (available K: {available('exp')})")
+    return steps
+
+
+class ParamsBase:
+    """What the parameter dataclasses of conversion share: ``to_dict()`` and ``default(name)`` (the CLI
+    reads its option defaults from there, so that a default is written once)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def default(cls, name: str):
+        """The default of field ``name``."""
+        return next(f for f in fields(cls) if f.name == name).default
+
+
 @dataclass(frozen=True)
-class ConversionParams:
+class ConversionParams(ParamsBase):
     """One SIT-conversion run (:func:`spikevit.conversion.run`): convert ``model`` block by block at level
     ``spiking`` and measure it on ``dataset``'s test split.
 
@@ -102,17 +121,7 @@ class ConversionParams:
             put("activations", tuple(a for a in self.activations.split(",") if a))
         put("activations", tuple(self.activations))
         put("sweep_steps", tuple(positive_int(k, "sweep_steps") for k in self.sweep_steps))
-        require(self.steps in available("exp"),
-                f"steps={self.steps}: no shipped SI-exp neuron (available K: {available('exp')})")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def default(cls, name: str):
-        """The default of field ``name`` (the CLI reads its defaults from here)."""
-        field = next(f for f in fields(cls) if f.name == name)
-        return field.default
+        check_si_exp_steps(self.steps)
 
 
 __all__ = [

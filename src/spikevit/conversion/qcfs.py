@@ -27,12 +27,13 @@ import copy
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from spikevit.conversion.params import ParamsBase, check_si_exp_steps
 from spikevit.errors import SpikevitError, require
 from spikevit.nn.qcfs import StraightThrough
 from spikevit.nn.spike_coding import SpikeEncoder
@@ -207,7 +208,7 @@ def load_neurons(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
 # the whole fine-tune as one library call (``spikevit convert finetune``)
 # ----------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class FinetuneParams:
+class FinetuneParams(ParamsBase):
     """Quantisation-aware fine-tuning of a trained model (:func:`finetune_run`), before a rate-coded conversion.
 
     model / checkpoint: as :class:`~spikevit.conversion.ConversionParams` (registry name + spikevit model file,
@@ -271,18 +272,7 @@ class FinetuneParams:
             if getattr(self, name) is not None:
                 put(name, finite_float(getattr(self, name), name, minimum=0.0, strictly=name == "clip_grad"))
         put("device", device_name(self.device, "device"))
-        from spikevit.conversion.params import available
-
-        require(self.steps in available("exp"),
-                f"steps={self.steps}: no shipped SI-exp neuron (available K: {available('exp')})")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def default(cls, name: str):
-        """The default of field ``name`` (the CLI reads its defaults from here)."""
-        return cls.__dataclass_fields__[name].default
+        check_si_exp_steps(self.steps)
 
 
 def finetune_run(params: FinetuneParams, *, command: str | None = None, verbose: bool = True):

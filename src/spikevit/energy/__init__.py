@@ -7,15 +7,7 @@ swappable.  The LCA closed-form workload (ViT-LCA Eq. 8-10) is :func:`lca_worklo
 """
 from spikevit.energy.lca import lca_inference_flops, lca_training_flops, lca_workload
 from spikevit.energy.models import ENERGY_MODELS, EnergyModel, get_energy_model
-from spikevit.energy.profile import (
-    OpRecord,
-    Profile,
-    SpikeRecord,
-    merge,
-    profile,
-    profiling,
-    snn_flops,
-)
+from spikevit.energy.profile import OpRecord, Profile, SpikeRecord, merge, profile, profiling, snn_flops
 
 __all__ = [
     "ENERGY_MODELS",

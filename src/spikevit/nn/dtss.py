@@ -5,14 +5,8 @@ import torch
 from torch import nn
 
 from spikevit.errors import require
-from spikevit.functional.dts import (
-    default_init_steps,
-    hoyer_square,
-    init_time_params,
-    kept_steps,
-    time_mask,
-    time_scores,
-)
+from spikevit.functional.dts import (default_init_steps, hoyer_square, init_time_params, kept_steps, time_mask,
+                                     time_scores)
 from spikevit.functional.neurons import lif_multistep, triangle_spike
 from spikevit.nn.lif import LIF
 from spikevit.validation import non_negative_int, positive_int

@@ -25,12 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spikevit.errors import SpikevitError, require
-from spikevit.functional.coding import (
-    fewspike_identity_bits,
-    if_rate_counts,
-    qcfs_counts,
-    signed_pair,
-)
+from spikevit.functional.coding import fewspike_identity_bits, if_rate_counts, qcfs_counts, signed_pair
 
 CODINGS = ("rate", "fewspike")
 THETA_MIN = 1e-6          # learned thresholds are kept at least this large

@@ -15,23 +15,11 @@ Research backends, not re-exported here (no measured regime where they win, see 
 ``spikevit.functional.lca.active.lca_active`` and ``spikevit.functional.lca.screened.lca_screened``.
 """
 from spikevit.functional.lca.basis import screening_basis
-from spikevit.functional.lca.core import (
-    THRESHOLDS,
-    AllReduce,
-    LCATrace,
-    first_crossing_step,
-    first_crossing_steps,
-    no_reduce,
-    threshold,
-)
+from spikevit.functional.lca.core import (THRESHOLDS, AllReduce, LCATrace, first_crossing_step, first_crossing_steps,
+                                          no_reduce, threshold)
 from spikevit.functional.lca.factored import lca_factored
 from spikevit.functional.lca.gramian import lca_gramian
-from spikevit.functional.lca.mixed import (
-    bf16_product_bound,
-    lca_mixed,
-    round_down,
-    screening_kernel_ok,
-)
+from spikevit.functional.lca.mixed import bf16_product_bound, lca_mixed, round_down, screening_kernel_ok
 from spikevit.functional.lca.protocol import LCABackend, lca_backend
 
 __all__ = [

@@ -21,14 +21,7 @@ import math
 import torch
 
 from spikevit.functional.lca.basis import screening_basis
-from spikevit.functional.lca.core import (
-    AllReduce,
-    LCATrace,
-    Problem,
-    SelfTerm,
-    no_reduce,
-    sampled_dots,
-)
+from spikevit.functional.lca.core import AllReduce, LCATrace, Problem, SelfTerm, no_reduce, sampled_dots
 from spikevit.functional.lca.protocol import lca_backend
 
 

@@ -13,14 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from spikevit.functional.lca.core import (
-    AllReduce,
-    LCATrace,
-    Problem,
-    SelfTerm,
-    no_reduce,
-    product_flops,
-)
+from spikevit.functional.lca.core import AllReduce, LCATrace, Problem, SelfTerm, no_reduce, product_flops
 from spikevit.functional.lca.protocol import lca_backend
 
 

@@ -11,13 +11,7 @@ from __future__ import annotations
 import torch
 
 from spikevit.errors import SpikevitError
-from spikevit.functional.lca.core import (
-    AllReduce,
-    LCATrace,
-    no_reduce,
-    product_flops,
-    threshold,
-)
+from spikevit.functional.lca.core import AllReduce, LCATrace, no_reduce, product_flops, threshold
 from spikevit.functional.lca.protocol import lca_backend
 
 

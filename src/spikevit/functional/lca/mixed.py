@@ -45,15 +45,8 @@ import torch
 import torch.nn.functional as F
 
 from spikevit.errors import SpikevitError
-from spikevit.functional.lca.core import (
-    AllReduce,
-    LCATrace,
-    Problem,
-    SelfTerm,
-    no_reduce,
-    product_flops,
-    sampled_dots,
-)
+from spikevit.functional.lca.core import (AllReduce, LCATrace, Problem, SelfTerm, no_reduce, product_flops,
+                                          sampled_dots)
 from spikevit.functional.lca.factored import lca_factored
 from spikevit.functional.lca.protocol import lca_backend
 

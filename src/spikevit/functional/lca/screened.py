@@ -35,13 +35,7 @@ import math
 import torch
 
 from spikevit.functional.lca.basis import screening_basis
-from spikevit.functional.lca.core import (
-    AllReduce,
-    LCATrace,
-    Problem,
-    no_reduce,
-    threshold,
-)
+from spikevit.functional.lca.core import AllReduce, LCATrace, Problem, no_reduce, threshold
 from spikevit.functional.lca.factored import lca_factored
 from spikevit.functional.lca.protocol import lca_backend
 
