@@ -155,3 +155,25 @@ def test_sharded_evaluation_refuses_a_split_that_gave_atoms(tmp_path):
         check_split_not_in_dictionary(tmp_path / "d2.safetensors", "toy", "test")
     assert check_split_not_in_dictionary(tmp_path / "d2.safetensors", "toy", "test", allow=True) == 10
     assert check_split_not_in_dictionary(tmp_path / "d2.safetensors", "toy", "train", allow=True) == 20
+
+
+def test_run_sharded_in_one_process_returns_the_report(tmp_path):
+    from spikevit.data.features import extract_features, load_features
+    from spikevit.lca import Dictionary, LCAParams
+    from spikevit.lca.distributed import ShardedRun, run_sharded
+    from spikevit.reports import Report
+
+    train = load_features(extract_features("digits", None, "train", "pixels", tmp_path / "cache", show_progress=False))
+    test_dir = extract_features("digits", None, "test", "pixels", tmp_path / "cache", limit=40, show_progress=False)
+    test = load_features(test_dir)
+    d = Dictionary.from_features(train.features, train.labels, 300, seed=0, backbone=train.backbone, dataset="digits")
+    d.save(tmp_path / "dict.safetensors")
+    rep = run_sharded(ShardedRun(dictionary=str(tmp_path / "dict.safetensors"), features=str(test_dir),
+                                 lca=LCAParams(), device="cpu", json=str(tmp_path / "res.json")))
+    assert isinstance(rep, Report) and rep.path == tmp_path / "res.json"
+    doc = json.loads((tmp_path / "res.json").read_text())
+    assert doc["results"]["accuracy"] == pytest.approx(rep.results["accuracy"])
+    assert rep.results["world_size"] == 1 and rep.results["atoms_per_rank"] == 300
+    ref = encode_trace(d.atoms, test.features, backend="gramian").codes
+    acc = 100.0 * float((max_sum(ref, d.labels, 10) == test.labels).double().mean())
+    assert rep.results["accuracy"]["max_sum"] == pytest.approx(acc)

@@ -31,6 +31,7 @@ from spikevit.functional.lca.active import lca_active
 from spikevit.lca.encode import check_dictionary_inputs, check_params, choose_backend
 from spikevit.lca.params import LCA_DEFAULTS as D
 from spikevit.lca.params import LCAParams
+from spikevit.reports import Report
 from spikevit.validation import positive_int
 
 SHARDABLE = ("factored", "mixed")
@@ -240,11 +241,11 @@ def check_split_not_in_dictionary(path, dataset: str | None, split: str | None, 
     return check_split_disjoint(*read_provenance(path), dataset, split, allow)
 
 
-def run_sharded(run: ShardedRun, command: str = "spikevit lca shard") -> dict:
+def run_sharded(run: ShardedRun, command: str = "spikevit lca shard") -> Report:
     """Run under ``torchrun`` (or as one process): every rank encodes the same inputs on its slice of the atoms;
-    rank 0 writes the report.  Returns the results (accuracy per decoder, world size, timings)."""
+    rank 0 writes the report.  Returns the :class:`~spikevit.reports.Report` (every rank; ``results``: accuracy
+    per decoder, world size, timings)."""
     from spikevit.data.features import load_features
-    from spikevit.reports import write_report
     from spikevit.runtime import progress, synchronize
     from spikevit.train.distributed import init_distributed, shutdown
 
@@ -285,17 +286,17 @@ def run_sharded(run: ShardedRun, command: str = "spikevit lca shard") -> dict:
                    "atoms_total": shard.total,
                    "atoms_per_rank": shard.size, "samples": n,
                    "encode_ms_per_sample": 1e3 * t_enc / n, "decode_ms_per_sample": 1e3 * t_dec / n}
+        report = Report(command, {k: v for k, v in asdict(run).items() if k != "lca"} | kw, results,
+                        {"accuracy": [{"decoder": k, "top1_%": v} for k, v in acc.items()]},
+                        title="Sharded exemplar LCA decoder")
         if info.is_main:
             if run.codes_out:
                 from spikevit.lca.codes import save_codes
                 save_codes(run.codes_out, torch.cat(codes_parts), labels,
                            {"dictionary": str(run.dictionary), "world_size": info.world_size} | kw)
-            config = {k: v for k, v in asdict(run).items() if k != "lca"} | kw
-            write_report(run.json, command, config, results,
-                         {"accuracy": [{"decoder": k, "top1_%": v} for k, v in acc.items()]},
-                         title="Sharded exemplar LCA decoder")
+            report.write(run.json)
             print(json.dumps({"accuracy": acc, "world_size": info.world_size,
                               "encode_ms_per_sample": results["encode_ms_per_sample"]}))
     finally:
         shutdown(info)
-    return results
+    return report
