@@ -25,11 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from spikevit.conversion import convert
-from spikevit.conversion.resolve import resolve_model
-from spikevit.data import dataset_spec, load_dataset
+from spikevit.conversion.resolve import calibration_images, evaluation_split, resolve_model
+from spikevit.data import dataset_spec
 from spikevit.reports import write_report
 from spikevit.runtime import pick_device, seed_everything
-from spikevit.train import build_transforms, seeded_subset
 from spikevit.validation import arg_device, arg_positive_int
 
 FITS = ("shipped", "range", "polish")
@@ -66,13 +65,9 @@ def main(argv=None) -> int:
     spec = dataset_spec(args.dataset)
     net, _ = resolve_model(args.model, args.checkpoint, num_classes=spec.num_classes, img_size=args.img_size)
     net = net.to(dev).eval()
-    transform = build_transforms(args.dataset, False, False, args.img_size)
-    test = seeded_subset(load_dataset(args.dataset, args.data_root, "test", transform), args.test_subset,
-                         args.seed + 1)
+    test = evaluation_split(args.dataset, args.data_root, args.test_subset, args.seed, img_size=args.img_size)
     loader = torch.utils.data.DataLoader(test, batch_size=args.batch_size, shuffle=False, num_workers=0)
-    train = load_dataset(args.dataset, args.data_root, "train", transform)
-    cal_set = seeded_subset(train, args.calibration_samples, args.seed + 2)
-    cal = torch.stack([cal_set[i][0] for i in range(min(args.calibration_samples, len(cal_set)))])
+    cal = calibration_images(args.dataset, args.data_root, args.calibration_samples, args.seed, img_size=args.img_size)
 
     def cached(name: str, work) -> dict:
         path = out / "runs" / f"{name}.json"

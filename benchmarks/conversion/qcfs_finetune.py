@@ -115,18 +115,11 @@ def measure(args) -> None:
         quantisation_aware,
         save_neurons,
     )
-    from spikevit.data import load_dataset
+    from spikevit.conversion.resolve import calibration_images, evaluation_split
     from spikevit.energy import get_energy_model
     from spikevit.reports import write_report
     from spikevit.runtime import pick_device, seed_everything
-    from spikevit.train import (
-        TrainConfig,
-        build_datasets,
-        build_transforms,
-        load_trained_model,
-        save_model,
-        seeded_subset,
-    )
+    from spikevit.train import TrainConfig, build_datasets, load_trained_model, save_model
     from spikevit.train.evaluate import evaluate
     from spikevit.validation import atomic_write_text, check_input_file
 
@@ -148,13 +141,10 @@ def measure(args) -> None:
     if run.get("model") != args.model:
         raise SystemExit(f"--checkpoint holds a {run.get('model')!r} model, not {args.model!r}")
     ann = ann.to(dev).eval()
-    plain_tf = build_transforms(args.dataset, False, False)
-    test = seeded_subset(load_dataset(args.dataset, args.data_root, "test", plain_tf, args.download), args.test_subset,
-                         args.seed + 1)
+    test = evaluation_split(args.dataset, args.data_root, args.test_subset, args.seed, download=args.download)
     loader = torch.utils.data.DataLoader(test, batch_size=args.eval_batch_size, shuffle=False)
-    cal_set = seeded_subset(load_dataset(args.dataset, args.data_root, "train", plain_tf, args.download),
-                            args.calibration_samples, args.seed + 2)
-    cal = torch.stack([cal_set[i][0] for i in range(len(cal_set))]).to(dev)
+    cal = calibration_images(args.dataset, args.data_root, args.calibration_samples, args.seed,
+                             download=args.download).to(dev)
     probe = next(iter(loader))[0][:64].to(dev)
     kw = {"spiking": args.spiking, "coding": "rate"}
 

@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from spikevit.conversion import convert
 from spikevit.energy import profile
+from test_spiking_levels import _tv_vit        # the levels test's torchvision ViT (head re-initialised)
 
 DEVICE = "cuda"
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def _vit():
-    torchvision = pytest.importorskip("torchvision")
-    torch.manual_seed(0)
-    model = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
-                                                 hidden_dim=32, mlp_dim=64, num_classes=10).eval()
-    nn.init.normal_(model.heads.head.weight, std=0.5)          # torchvision zero-initialises the head
-    return model.double()                                      # float64: no TF32 / summation-order spike flips
+    return _tv_vit().double()                                  # float64: no TF32 / summation-order spike flips
 
 
 @needs_cuda

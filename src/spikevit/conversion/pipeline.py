@@ -16,7 +16,7 @@ from torch import nn
 
 from spikevit.conversion.params import ConversionParams
 from spikevit.conversion.report import energy_plot, run_notes, sweep_plot
-from spikevit.conversion.resolve import check_model_takes, resolve_model
+from spikevit.conversion.resolve import calibration_images, check_model_takes, evaluation_split, resolve_model
 from spikevit.errors import SpikevitError, require
 from spikevit.reports import Report
 from spikevit.validation import check_output
@@ -87,10 +87,9 @@ class _Setup:
 
 def _prepare(p: ConversionParams) -> _Setup:
     """Check every input (files, output path, the model on one test image) and load; no evaluation yet."""
-    from spikevit.data import dataset_spec, load_dataset
+    from spikevit.data import dataset_spec
     from spikevit.energy import get_energy_model
     from spikevit.runtime import pick_device, seed_everything
-    from spikevit.train import build_transforms, seeded_subset
 
     if p.json is not None:
         check_output(p.json, "--json", inputs=[p.checkpoint, p.neurons])
@@ -106,17 +105,13 @@ def _prepare(p: ConversionParams) -> _Setup:
         raise SpikevitError(f"{p.model} already applies a {own} range restriction before its softmax (it was "
                             f"trained with it); --squeeze {p.squeeze} would add a second one: leave --squeeze out")
     desc["model_attention_squeeze"] = own
-    transform = build_transforms(p.dataset, False, False, p.img_size)
-    test = load_dataset(p.dataset, p.data_root, "test", transform, p.download, skip_bad_images=p.skip_bad_images)
-    test = seeded_subset(test, p.test_subset, p.seed + 1)
+    data = {"img_size": p.img_size, "download": p.download, "skip_bad_images": p.skip_bad_images}
+    test = evaluation_split(p.dataset, p.data_root, p.test_subset, p.seed, **data)
     check_model_takes(net, test[0][0].unsqueeze(0).to(dev), f"--model {p.model} on {p.dataset} test images")
     loader = torch.utils.data.DataLoader(test, batch_size=p.batch_size, shuffle=False, num_workers=p.workers)
     calibration = None
     if p.spiking != "softmax":
-        train = load_dataset(p.dataset, p.data_root, "train", transform, p.download,
-                             skip_bad_images=p.skip_bad_images)
-        cal = seeded_subset(train, p.calibration_samples, p.seed + 2)
-        calibration = torch.stack([cal[i][0] for i in range(min(p.calibration_samples, len(cal)))])
+        calibration = calibration_images(p.dataset, p.data_root, p.calibration_samples, p.seed, **data)
     neurons = None
     if p.neurons is not None:
         from spikevit.conversion.qcfs import load_neurons

@@ -291,11 +291,11 @@ def finetune_run(params: FinetuneParams, *, command: str | None = None, verbose:
     import torch.nn.functional as F
 
     from spikevit.conversion.converter import convert
-    from spikevit.conversion.resolve import resolve_model
-    from spikevit.data import dataset_spec, load_dataset
+    from spikevit.conversion.resolve import calibration_images, resolve_model
+    from spikevit.data import dataset_spec
     from spikevit.reports import Report
     from spikevit.runtime import pick_device, seed_everything
-    from spikevit.train import TrainConfig, build_datasets, build_transforms, save_model, seeded_subset
+    from spikevit.train import TrainConfig, build_datasets, save_model
 
     require(isinstance(params, FinetuneParams), f"finetune_run() takes a FinetuneParams, got {type(params).__name__}")
     p = params
@@ -310,10 +310,8 @@ def finetune_run(params: FinetuneParams, *, command: str | None = None, verbose:
     spec = dataset_spec(p.dataset)
     net, desc = resolve_model(p.model, p.checkpoint, num_classes=spec.num_classes, img_size=p.img_size)
     net = net.to(dev).eval()
-    plain = build_transforms(p.dataset, False, False, p.img_size)
-    cal_set = seeded_subset(load_dataset(p.dataset, p.data_root, "train", plain, p.download,
-                                         skip_bad_images=p.skip_bad_images), p.calibration_samples, p.seed + 2)
-    cal = torch.stack([cal_set[i][0] for i in range(len(cal_set))]).to(dev)
+    cal = calibration_images(p.dataset, p.data_root, p.calibration_samples, p.seed, img_size=p.img_size,
+                             download=p.download, skip_bad_images=p.skip_bad_images).to(dev)
     train_set, test_set = build_datasets(p.dataset, p.data_root, augment=True, img_size=p.img_size,
                                          train_subset=p.train_images, test_subset=1000, seed=p.seed,
                                          download=p.download, skip_bad_images=p.skip_bad_images)

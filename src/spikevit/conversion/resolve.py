@@ -1,4 +1,6 @@
-"""Model loading for SIT-conversion: one resolver for every way of naming a model, with one-line errors.
+"""Model and data loading for SIT-conversion: one resolver for every way of naming a model, with one-line
+errors, and the seeded image sets every conversion measurement uses (:func:`evaluation_split`: test images,
+:func:`calibration_images`: training images that set the neurons' thresholds).
 
 Model names (:func:`resolve_model`): a registry name (``vit-cifar-tiny``) with a spikevit model file,
 ``torchvision:NAME`` / ``timm:NAME`` with a state dict (``.safetensors``, or ``.pth`` read with
@@ -136,3 +138,28 @@ def check_model_takes(model: nn.Module, sample: torch.Tensor, what: str) -> None
         raise SpikevitError(f"{what}: the model cannot take inputs of shape {tuple(sample.shape)} "
                             f"({_first_line(exc)})") from None
     require(isinstance(out, torch.Tensor) and out.dim() == 2, f"{what}: the model should return logits [B, classes]")
+
+
+def evaluation_split(dataset: str, data_root, subset: int | None, seed: int, *, img_size: int | None = None,
+                     download: bool = False, skip_bad_images: bool = False):
+    """The test split without augmentation, or its seeded class-balanced subset of ``subset`` images
+    (subset seed ``seed + 1``)."""
+    from spikevit.data import load_dataset
+    from spikevit.train import build_transforms, seeded_subset
+
+    test = load_dataset(dataset, data_root, "test", build_transforms(dataset, False, False, img_size), download,
+                        skip_bad_images=skip_bad_images)
+    return seeded_subset(test, subset, seed + 1)
+
+
+def calibration_images(dataset: str, data_root, count: int, seed: int, *, img_size: int | None = None,
+                       download: bool = False, skip_bad_images: bool = False) -> torch.Tensor:
+    """``count`` seeded, class-balanced training images without augmentation (subset seed ``seed + 2``),
+    stacked ``[count, C, H, W]`` (fewer if the split is smaller)."""
+    from spikevit.data import load_dataset
+    from spikevit.train import build_transforms, seeded_subset
+
+    train = load_dataset(dataset, data_root, "train", build_transforms(dataset, False, False, img_size), download,
+                         skip_bad_images=skip_bad_images)
+    cal = seeded_subset(train, count, seed + 2)
+    return torch.stack([cal[i][0] for i in range(len(cal))])
