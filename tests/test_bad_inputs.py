@@ -94,6 +94,19 @@ CASES = {
     "1-channel model on 3-channel data": ([*"convert run --model vit-cifar-micro --dataset cifar10 "
                                           "--data-root".split(), "{data}", "--checkpoint", "{ckpt_gray}"],
                                          "cannot take inputs of shape (1, 3, 32, 32)"),
+    "convert run --neurons missing": ([*"convert run --model vit-cifar-micro --dataset cifar10 --data-root".split(),
+                                       "{data}", "--checkpoint", "{ckpt_micro}", "--neurons",
+                                       "{tmp}/missing.safetensors"], "--neurons: file not found"),
+    "convert run --neurons of random bytes": ([*"convert run --model vit-cifar-micro --dataset cifar10 "
+                                               "--data-root".split(), "{data}", "--checkpoint", "{ckpt_micro}",
+                                               "--neurons", "{ckpt_noise}"], "not a readable safetensors file"),
+    "convert finetune missing checkpoint": ([*"convert finetune --model vit-cifar-micro --dataset cifar10 "
+                                             "--data-root".split(), "{data}", "--checkpoint",
+                                             "{tmp}/missing.safetensors", "--out", "{tmp}/ft"],
+                                            "--checkpoint: file not found"),
+    "convert finetune checkpoint of random bytes": ([*"convert finetune --model vit-cifar-micro --dataset cifar10 "
+                                                     "--data-root".split(), "{data}", "--checkpoint", "{ckpt_noise}",
+                                                     "--out", "{tmp}/ft"], "not a readable safetensors file"),
     "text file named .png": (["train", "--model", "vit-cifar-micro", "--dataset", "mnist", "--data-root",
                               "{images_text}", "--epochs", "1", "--out", "{tmp}/r"],
                              "unreadable image {images_text}/mnist/train/5/"),
@@ -165,7 +178,7 @@ class _NotATensor:
 
 
 def _checkpoints(root: Path) -> dict:
-    """Good, random, truncated, wrong-shape, pickled-object, NaN and one-channel model files."""
+    """Good, random, truncated, wrong-shape, pickled-object, NaN, one-channel and good vit-cifar-micro model files."""
     import pickle
 
     import torch
@@ -177,7 +190,8 @@ def _checkpoints(root: Path) -> dict:
 
     torch.manual_seed(0)
     tv = torchvision.models.mobilenet_v3_small(weights=None, num_classes=10).state_dict()
-    paths = {name: root / f"ckpt_{name}" for name in ("good", "noise", "truncated", "wrong", "pickle", "nan", "gray")}
+    paths = {name: root / f"ckpt_{name}" for name in ("good", "noise", "truncated", "wrong", "pickle", "nan", "gray",
+                                                      "micro")}
     save_file({k: v.contiguous() for k, v in tv.items()}, str(paths["good"]))
     paths["noise"].write_bytes(bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).tolist()))
     paths["truncated"].write_bytes(paths["good"].read_bytes()[: paths["good"].stat().st_size // 2])
@@ -189,6 +203,9 @@ def _checkpoints(root: Path) -> dict:
         vit.head.weight[0, 0] = float("nan")
     save_model(paths["nan"], vit, {"model": "vit-cifar-micro", "model_kwargs": {"num_classes": 10},
                                    "dataset": "cifar10"})
+    save_model(paths["micro"], create_model("vit-cifar-micro"), {"model": "vit-cifar-micro",
+                                                                 "model_kwargs": {"num_classes": 10},
+                                                                 "dataset": "cifar10"})
     save_model(paths["gray"], create_model("vit-cifar-micro", in_chans=1),
                {"model": "vit-cifar-micro", "model_kwargs": {"num_classes": 10, "in_chans": 1}, "dataset": "mnist"})
     return {f"ckpt_{name}": str(path) for name, path in paths.items()}
